@@ -117,6 +117,9 @@ func TestCLITenantApply(t *testing.T) {
 		get(v, "viewer.tenant.slaDefaults.runDuration") != "10m" {
 		t.Errorf("tenant after apply: %v", v)
 	}
+	if l := fmt.Sprint(get(owner.ok(`{ concurrencyLimits { name limit } }`, nil), "concurrencyLimits")); l != "[map[limit:5 name:crm-api]]" {
+		t.Errorf("concurrency limits after apply: %s", l)
+	}
 	envs := map[string]string{}
 	for _, e := range edges(owner.ok(qEnvironments, nil), "environments") {
 		envs[str(e, "name")] = str(e, "kind")

@@ -42,6 +42,14 @@ func (c *BulkOperationItemClient) Bind(_m *BulkOperationItem) *BulkOperationItem
 	return _m
 }
 
+// Bind gives a ConcurrencyLimit that was read outside Ent (plain SQL) the
+// configuration of c, so that its edges load through c, in c's
+// transaction, and returns it.
+func (c *ConcurrencyLimitClient) Bind(_m *ConcurrencyLimit) *ConcurrencyLimit {
+	_m.config = c.config
+	return _m
+}
+
 // Bind gives a Connection that was read outside Ent (plain SQL) the
 // configuration of c, so that its edges load through c, in c's
 // transaction, and returns it.

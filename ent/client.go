@@ -20,6 +20,7 @@ import (
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/bulkoperation"
 	"github.com/sluicehq/sluice/ent/bulkoperationitem"
+	"github.com/sluicehq/sluice/ent/concurrencylimit"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -87,6 +88,8 @@ type Client struct {
 	BulkOperation *BulkOperationClient
 	// BulkOperationItem is the client for interacting with the BulkOperationItem builders.
 	BulkOperationItem *BulkOperationItemClient
+	// ConcurrencyLimit is the client for interacting with the ConcurrencyLimit builders.
+	ConcurrencyLimit *ConcurrencyLimitClient
 	// Connection is the client for interacting with the Connection builders.
 	Connection *ConnectionClient
 	// Credential is the client for interacting with the Credential builders.
@@ -199,6 +202,7 @@ func (c *Client) init() {
 	c.AuditLog = NewAuditLogClient(c.config)
 	c.BulkOperation = NewBulkOperationClient(c.config)
 	c.BulkOperationItem = NewBulkOperationItemClient(c.config)
+	c.ConcurrencyLimit = NewConcurrencyLimitClient(c.config)
 	c.Connection = NewConnectionClient(c.config)
 	c.Credential = NewCredentialClient(c.config)
 	c.CredentialVersion = NewCredentialVersionClient(c.config)
@@ -344,6 +348,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		AuditLog:                   NewAuditLogClient(cfg),
 		BulkOperation:              NewBulkOperationClient(cfg),
 		BulkOperationItem:          NewBulkOperationItemClient(cfg),
+		ConcurrencyLimit:           NewConcurrencyLimitClient(cfg),
 		Connection:                 NewConnectionClient(cfg),
 		Credential:                 NewCredentialClient(cfg),
 		CredentialVersion:          NewCredentialVersionClient(cfg),
@@ -416,6 +421,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		AuditLog:                   NewAuditLogClient(cfg),
 		BulkOperation:              NewBulkOperationClient(cfg),
 		BulkOperationItem:          NewBulkOperationItemClient(cfg),
+		ConcurrencyLimit:           NewConcurrencyLimitClient(cfg),
 		Connection:                 NewConnectionClient(cfg),
 		Credential:                 NewCredentialClient(cfg),
 		CredentialVersion:          NewCredentialVersionClient(cfg),
@@ -494,17 +500,17 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.BulkOperation, c.BulkOperationItem,
-		c.Connection, c.Credential, c.CredentialVersion, c.CredentialWait,
-		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
-		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
-		c.EventWait, c.Export, c.HeldStep, c.InboundEvent, c.Incident, c.MapItem,
-		c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
-		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
-		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
-		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowConcurrency,
-		c.WorkflowPause, c.WorkflowVersion,
+		c.ConcurrencyLimit, c.Connection, c.Credential, c.CredentialVersion,
+		c.CredentialWait, c.Deployment, c.DriftChange, c.Environment,
+		c.EnvironmentVariableVersion, c.Escalation, c.EscalationPolicy, c.Evaluation,
+		c.EvaluationExample, c.EventWait, c.Export, c.HeldStep, c.InboundEvent,
+		c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState,
+		c.PagerDutySend, c.RateLimit, c.RateLimitCooldown, c.Release,
+		c.ResponseCacheEntry, c.ResponseShape, c.RetentionPass, c.RetentionPolicy,
+		c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction,
+		c.StepAttempt, c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery,
+		c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
+		c.WorkflowConcurrency, c.WorkflowPause, c.WorkflowVersion,
 	} {
 		n.Use(hooks...)
 	}
@@ -515,17 +521,17 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.APIKey, c.ApprovalRequest, c.AuditLog, c.BulkOperation, c.BulkOperationItem,
-		c.Connection, c.Credential, c.CredentialVersion, c.CredentialWait,
-		c.Deployment, c.DriftChange, c.Environment, c.EnvironmentVariableVersion,
-		c.Escalation, c.EscalationPolicy, c.Evaluation, c.EvaluationExample,
-		c.EventWait, c.Export, c.HeldStep, c.InboundEvent, c.Incident, c.MapItem,
-		c.Member, c.ModelCall, c.ModelPrice, c.OAuthState, c.PagerDutySend,
-		c.RateLimit, c.RateLimitCooldown, c.Release, c.ResponseCacheEntry,
-		c.ResponseShape, c.RetentionPass, c.RetentionPolicy, c.Run, c.RunEvent,
-		c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction, c.StepAttempt,
-		c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery, c.WebhookAttempt,
-		c.WebhookDelivery, c.WebhookEndpoint, c.Workflow, c.WorkflowConcurrency,
-		c.WorkflowPause, c.WorkflowVersion,
+		c.ConcurrencyLimit, c.Connection, c.Credential, c.CredentialVersion,
+		c.CredentialWait, c.Deployment, c.DriftChange, c.Environment,
+		c.EnvironmentVariableVersion, c.Escalation, c.EscalationPolicy, c.Evaluation,
+		c.EvaluationExample, c.EventWait, c.Export, c.HeldStep, c.InboundEvent,
+		c.Incident, c.MapItem, c.Member, c.ModelCall, c.ModelPrice, c.OAuthState,
+		c.PagerDutySend, c.RateLimit, c.RateLimitCooldown, c.Release,
+		c.ResponseCacheEntry, c.ResponseShape, c.RetentionPass, c.RetentionPolicy,
+		c.Run, c.RunEvent, c.SLABreach, c.SLAPolicy, c.Schedule, c.ScheduleAction,
+		c.StepAttempt, c.StepRun, c.Tenant, c.Trigger, c.TriggerDelivery,
+		c.WebhookAttempt, c.WebhookDelivery, c.WebhookEndpoint, c.Workflow,
+		c.WorkflowConcurrency, c.WorkflowPause, c.WorkflowVersion,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -544,6 +550,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.BulkOperation.mutate(ctx, m)
 	case *BulkOperationItemMutation:
 		return c.BulkOperationItem.mutate(ctx, m)
+	case *ConcurrencyLimitMutation:
+		return c.ConcurrencyLimit.mutate(ctx, m)
 	case *ConnectionMutation:
 		return c.Connection.mutate(ctx, m)
 	case *CredentialMutation:
@@ -1424,6 +1432,156 @@ func (c *BulkOperationItemClient) mutate(ctx context.Context, m *BulkOperationIt
 		return (&BulkOperationItemDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown BulkOperationItem mutation op: %q", m.Op())
+	}
+}
+
+// ConcurrencyLimitClient is a client for the ConcurrencyLimit schema.
+type ConcurrencyLimitClient struct {
+	config
+}
+
+// NewConcurrencyLimitClient returns a client for the ConcurrencyLimit from the given config.
+func NewConcurrencyLimitClient(c config) *ConcurrencyLimitClient {
+	return &ConcurrencyLimitClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `concurrencylimit.Hooks(f(g(h())))`.
+func (c *ConcurrencyLimitClient) Use(hooks ...Hook) {
+	c.hooks.ConcurrencyLimit = append(c.hooks.ConcurrencyLimit, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `concurrencylimit.Intercept(f(g(h())))`.
+func (c *ConcurrencyLimitClient) Intercept(interceptors ...Interceptor) {
+	c.inters.ConcurrencyLimit = append(c.inters.ConcurrencyLimit, interceptors...)
+}
+
+// Create returns a builder for creating a ConcurrencyLimit entity.
+func (c *ConcurrencyLimitClient) Create() *ConcurrencyLimitCreate {
+	mutation := newConcurrencyLimitMutation(c.config, OpCreate)
+	return &ConcurrencyLimitCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of ConcurrencyLimit entities.
+func (c *ConcurrencyLimitClient) CreateBulk(builders ...*ConcurrencyLimitCreate) *ConcurrencyLimitCreateBulk {
+	return &ConcurrencyLimitCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *ConcurrencyLimitClient) MapCreateBulk(slice any, setFunc func(*ConcurrencyLimitCreate, int)) *ConcurrencyLimitCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &ConcurrencyLimitCreateBulk{err: fmt.Errorf("calling to ConcurrencyLimitClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*ConcurrencyLimitCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &ConcurrencyLimitCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for ConcurrencyLimit.
+func (c *ConcurrencyLimitClient) Update() *ConcurrencyLimitUpdate {
+	mutation := newConcurrencyLimitMutation(c.config, OpUpdate)
+	return &ConcurrencyLimitUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *ConcurrencyLimitClient) UpdateOne(_m *ConcurrencyLimit) *ConcurrencyLimitUpdateOne {
+	mutation := newConcurrencyLimitMutation(c.config, OpUpdateOne, withConcurrencyLimit(_m))
+	return &ConcurrencyLimitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *ConcurrencyLimitClient) UpdateOneID(id string) *ConcurrencyLimitUpdateOne {
+	mutation := newConcurrencyLimitMutation(c.config, OpUpdateOne, withConcurrencyLimitID(id))
+	return &ConcurrencyLimitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for ConcurrencyLimit.
+func (c *ConcurrencyLimitClient) Delete() *ConcurrencyLimitDelete {
+	mutation := newConcurrencyLimitMutation(c.config, OpDelete)
+	return &ConcurrencyLimitDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *ConcurrencyLimitClient) DeleteOne(_m *ConcurrencyLimit) *ConcurrencyLimitDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *ConcurrencyLimitClient) DeleteOneID(id string) *ConcurrencyLimitDeleteOne {
+	builder := c.Delete().Where(concurrencylimit.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &ConcurrencyLimitDeleteOne{builder}
+}
+
+// Query returns a query builder for ConcurrencyLimit.
+func (c *ConcurrencyLimitClient) Query() *ConcurrencyLimitQuery {
+	return &ConcurrencyLimitQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeConcurrencyLimit},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a ConcurrencyLimit entity by its id.
+func (c *ConcurrencyLimitClient) Get(ctx context.Context, id string) (*ConcurrencyLimit, error) {
+	return c.Query().Where(concurrencylimit.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *ConcurrencyLimitClient) GetX(ctx context.Context, id string) *ConcurrencyLimit {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryTenant queries the tenant edge of a ConcurrencyLimit.
+func (c *ConcurrencyLimitClient) QueryTenant(_m *ConcurrencyLimit) *TenantQuery {
+	query := (&TenantClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(concurrencylimit.Table, concurrencylimit.FieldID, id),
+			sqlgraph.To(tenant.Table, tenant.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, false, concurrencylimit.TenantTable, concurrencylimit.TenantColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *ConcurrencyLimitClient) Hooks() []Hook {
+	hooks := c.hooks.ConcurrencyLimit
+	return append(hooks[:len(hooks):len(hooks)], concurrencylimit.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *ConcurrencyLimitClient) Interceptors() []Interceptor {
+	return c.inters.ConcurrencyLimit
+}
+
+func (c *ConcurrencyLimitClient) mutate(ctx context.Context, m *ConcurrencyLimitMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&ConcurrencyLimitCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&ConcurrencyLimitUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&ConcurrencyLimitUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&ConcurrencyLimitDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown ConcurrencyLimit mutation op: %q", m.Op())
 	}
 }
 
@@ -9174,27 +9332,27 @@ func (c *WorkflowVersionClient) mutate(ctx context.Context, m *WorkflowVersionMu
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		APIKey, ApprovalRequest, AuditLog, BulkOperation, BulkOperationItem, Connection,
-		Credential, CredentialVersion, CredentialWait, Deployment, DriftChange,
-		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
-		Evaluation, EvaluationExample, EventWait, Export, HeldStep, InboundEvent,
-		Incident, MapItem, Member, ModelCall, ModelPrice, OAuthState, PagerDutySend,
-		RateLimit, RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape,
-		RetentionPass, RetentionPolicy, Run, RunEvent, SLABreach, SLAPolicy, Schedule,
-		ScheduleAction, StepAttempt, StepRun, Tenant, Trigger, TriggerDelivery,
-		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		APIKey, ApprovalRequest, AuditLog, BulkOperation, BulkOperationItem,
+		ConcurrencyLimit, Connection, Credential, CredentialVersion, CredentialWait,
+		Deployment, DriftChange, Environment, EnvironmentVariableVersion, Escalation,
+		EscalationPolicy, Evaluation, EvaluationExample, EventWait, Export, HeldStep,
+		InboundEvent, Incident, MapItem, Member, ModelCall, ModelPrice, OAuthState,
+		PagerDutySend, RateLimit, RateLimitCooldown, Release, ResponseCacheEntry,
+		ResponseShape, RetentionPass, RetentionPolicy, Run, RunEvent, SLABreach,
+		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant, Trigger,
+		TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
 		WorkflowConcurrency, WorkflowPause, WorkflowVersion []ent.Hook
 	}
 	inters struct {
-		APIKey, ApprovalRequest, AuditLog, BulkOperation, BulkOperationItem, Connection,
-		Credential, CredentialVersion, CredentialWait, Deployment, DriftChange,
-		Environment, EnvironmentVariableVersion, Escalation, EscalationPolicy,
-		Evaluation, EvaluationExample, EventWait, Export, HeldStep, InboundEvent,
-		Incident, MapItem, Member, ModelCall, ModelPrice, OAuthState, PagerDutySend,
-		RateLimit, RateLimitCooldown, Release, ResponseCacheEntry, ResponseShape,
-		RetentionPass, RetentionPolicy, Run, RunEvent, SLABreach, SLAPolicy, Schedule,
-		ScheduleAction, StepAttempt, StepRun, Tenant, Trigger, TriggerDelivery,
-		WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
+		APIKey, ApprovalRequest, AuditLog, BulkOperation, BulkOperationItem,
+		ConcurrencyLimit, Connection, Credential, CredentialVersion, CredentialWait,
+		Deployment, DriftChange, Environment, EnvironmentVariableVersion, Escalation,
+		EscalationPolicy, Evaluation, EvaluationExample, EventWait, Export, HeldStep,
+		InboundEvent, Incident, MapItem, Member, ModelCall, ModelPrice, OAuthState,
+		PagerDutySend, RateLimit, RateLimitCooldown, Release, ResponseCacheEntry,
+		ResponseShape, RetentionPass, RetentionPolicy, Run, RunEvent, SLABreach,
+		SLAPolicy, Schedule, ScheduleAction, StepAttempt, StepRun, Tenant, Trigger,
+		TriggerDelivery, WebhookAttempt, WebhookDelivery, WebhookEndpoint, Workflow,
 		WorkflowConcurrency, WorkflowPause, WorkflowVersion []ent.Interceptor
 	}
 )

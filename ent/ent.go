@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/bulkoperation"
 	"github.com/sluicehq/sluice/ent/bulkoperationitem"
+	"github.com/sluicehq/sluice/ent/concurrencylimit"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -130,6 +131,7 @@ func checkColumn(t, c string) error {
 			auditlog.Table:                   auditlog.ValidColumn,
 			bulkoperation.Table:              bulkoperation.ValidColumn,
 			bulkoperationitem.Table:          bulkoperationitem.ValidColumn,
+			concurrencylimit.Table:           concurrencylimit.ValidColumn,
 			connection.Table:                 connection.ValidColumn,
 			credential.Table:                 credential.ValidColumn,
 			credentialversion.Table:          credentialversion.ValidColumn,

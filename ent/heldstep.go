@@ -29,10 +29,12 @@ type HeldStep struct {
 	WorkflowID string `json:"workflow_id,omitempty"`
 	// The run's priority, 1 (first) to 5 (last).
 	Priority int `json:"priority,omitempty"`
-	// tenant_share (the tenant's share of the queue is full), tenant_concurrency (its plan's maxConcurrentSteps are running), key_concurrency (the run waits for its concurrency key) or tenant_runs (the run waits for its plan's maxConcurrentRuns).
+	// Why it is held: tenant_share (the tenant's share of the queue is full), tenant_concurrency (its plan's maxConcurrentSteps are running), key_concurrency (its run waits for the workflow's concurrency key), tenant_runs (its run waits for the plan's maxConcurrentRuns) or named_limit (the named concurrency limit in limit_name is full).
 	Reason string `json:"reason,omitempty"`
 	// Since holds the value of the "since" field.
 	Since time.Time `json:"since,omitempty"`
+	// Reason named_limit: the limit the step waits for (its release is by name).
+	LimitName *string `json:"limit_name,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the HeldStepQuery when eager-loading is set.
 	Edges        HeldStepEdges `json:"edges"`
@@ -66,7 +68,7 @@ func (*HeldStep) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case heldstep.FieldPriority:
 			values[i] = new(sql.NullInt64)
-		case heldstep.FieldID, heldstep.FieldTenantID, heldstep.FieldRunID, heldstep.FieldStepID, heldstep.FieldWorkflowID, heldstep.FieldReason:
+		case heldstep.FieldID, heldstep.FieldTenantID, heldstep.FieldRunID, heldstep.FieldStepID, heldstep.FieldWorkflowID, heldstep.FieldReason, heldstep.FieldLimitName:
 			values[i] = new(sql.NullString)
 		case heldstep.FieldSince:
 			values[i] = new(sql.NullTime)
@@ -133,6 +135,13 @@ func (_m *HeldStep) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.Since = value.Time
 			}
+		case heldstep.FieldLimitName:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field limit_name", values[i])
+			} else if value.Valid {
+				_m.LimitName = new(string)
+				*_m.LimitName = value.String
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -194,6 +203,11 @@ func (_m *HeldStep) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("since=")
 	builder.WriteString(_m.Since.Format(time.ANSIC))
+	builder.WriteString(", ")
+	if v := _m.LimitName; v != nil {
+		builder.WriteString("limit_name=")
+		builder.WriteString(*v)
+	}
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -66,6 +66,20 @@ func (_c *HeldStepCreate) SetSince(v time.Time) *HeldStepCreate {
 	return _c
 }
 
+// SetLimitName sets the "limit_name" field.
+func (_c *HeldStepCreate) SetLimitName(v string) *HeldStepCreate {
+	_c.mutation.SetLimitName(v)
+	return _c
+}
+
+// SetNillableLimitName sets the "limit_name" field if the given value is not nil.
+func (_c *HeldStepCreate) SetNillableLimitName(v *string) *HeldStepCreate {
+	if v != nil {
+		_c.SetLimitName(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *HeldStepCreate) SetID(v string) *HeldStepCreate {
 	_c.mutation.SetID(v)
@@ -205,6 +219,10 @@ func (_c *HeldStepCreate) createSpec() (*HeldStep, *sqlgraph.CreateSpec) {
 		_spec.SetField(heldstep.FieldSince, field.TypeTime, value)
 		_node.Since = value
 	}
+	if value, ok := _c.mutation.LimitName(); ok {
+		_spec.SetField(heldstep.FieldLimitName, field.TypeString, value)
+		_node.LimitName = &value
+	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.M2O,
@@ -311,6 +329,9 @@ func (u *HeldStepUpsertOne) UpdateNewValues() *HeldStepUpsertOne {
 		}
 		if _, exists := u.create.mutation.Since(); exists {
 			s.SetIgnore(heldstep.FieldSince)
+		}
+		if _, exists := u.create.mutation.LimitName(); exists {
+			s.SetIgnore(heldstep.FieldLimitName)
 		}
 	}))
 	return u
@@ -545,6 +566,9 @@ func (u *HeldStepUpsertBulk) UpdateNewValues() *HeldStepUpsertBulk {
 			}
 			if _, exists := b.mutation.Since(); exists {
 				s.SetIgnore(heldstep.FieldSince)
+			}
+			if _, exists := b.mutation.LimitName(); exists {
+				s.SetIgnore(heldstep.FieldLimitName)
 			}
 		}
 	}))

@@ -86,6 +86,9 @@ func (_u *HeldStepUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 			}
 		}
 	}
+	if _u.mutation.LimitNameCleared() {
+		_spec.ClearField(heldstep.FieldLimitName, field.TypeString)
+	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
@@ -195,6 +198,9 @@ func (_u *HeldStepUpdateOne) sqlSave(ctx context.Context) (_node *HeldStep, err 
 				ps[i](selector)
 			}
 		}
+	}
+	if _u.mutation.LimitNameCleared() {
+		_spec.ClearField(heldstep.FieldLimitName, field.TypeString)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &HeldStep{config: _u.config}

@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/bulkoperation"
 	"github.com/sluicehq/sluice/ent/bulkoperationitem"
+	"github.com/sluicehq/sluice/ent/concurrencylimit"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -89,6 +90,7 @@ const (
 	TypeAuditLog                   = "AuditLog"
 	TypeBulkOperation              = "BulkOperation"
 	TypeBulkOperationItem          = "BulkOperationItem"
+	TypeConcurrencyLimit           = "ConcurrencyLimit"
 	TypeConnection                 = "Connection"
 	TypeCredential                 = "Credential"
 	TypeCredentialVersion          = "CredentialVersion"
@@ -6775,6 +6777,698 @@ func (m *BulkOperationItemMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown BulkOperationItem edge %s", name)
+}
+
+// ConcurrencyLimitMutation represents an operation that mutates the ConcurrencyLimit nodes in the graph.
+type ConcurrencyLimitMutation struct {
+	config
+	op             Op
+	typ            string
+	id             *string
+	created_at     *time.Time
+	updated_at     *time.Time
+	name           *string
+	max_running    *int
+	addmax_running *int
+	updated_by     *string
+	clearedFields  map[string]struct{}
+	tenant         *string
+	clearedtenant  bool
+	done           bool
+	oldValue       func(context.Context) (*ConcurrencyLimit, error)
+	predicates     []predicate.ConcurrencyLimit
+}
+
+var _ ent.Mutation = (*ConcurrencyLimitMutation)(nil)
+
+// concurrencylimitOption allows management of the mutation configuration using functional options.
+type concurrencylimitOption func(*ConcurrencyLimitMutation)
+
+// newConcurrencyLimitMutation creates new mutation for the ConcurrencyLimit entity.
+func newConcurrencyLimitMutation(c config, op Op, opts ...concurrencylimitOption) *ConcurrencyLimitMutation {
+	m := &ConcurrencyLimitMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeConcurrencyLimit,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withConcurrencyLimitID sets the ID field of the mutation.
+func withConcurrencyLimitID(id string) concurrencylimitOption {
+	return func(m *ConcurrencyLimitMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *ConcurrencyLimit
+		)
+		m.oldValue = func(ctx context.Context) (*ConcurrencyLimit, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().ConcurrencyLimit.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withConcurrencyLimit sets the old ConcurrencyLimit of the mutation.
+func withConcurrencyLimit(node *ConcurrencyLimit) concurrencylimitOption {
+	return func(m *ConcurrencyLimitMutation) {
+		m.oldValue = func(context.Context) (*ConcurrencyLimit, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m ConcurrencyLimitMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m ConcurrencyLimitMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of ConcurrencyLimit entities.
+func (m *ConcurrencyLimitMutation) SetID(id string) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *ConcurrencyLimitMutation) ID() (id string, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *ConcurrencyLimitMutation) IDs(ctx context.Context) ([]string, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []string{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().ConcurrencyLimit.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTenantID sets the "tenant_id" field.
+func (m *ConcurrencyLimitMutation) SetTenantID(s string) {
+	m.tenant = &s
+}
+
+// TenantID returns the value of the "tenant_id" field in the mutation.
+func (m *ConcurrencyLimitMutation) TenantID() (r string, exists bool) {
+	v := m.tenant
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTenantID returns the old "tenant_id" field's value of the ConcurrencyLimit entity.
+// If the ConcurrencyLimit object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ConcurrencyLimitMutation) OldTenantID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTenantID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTenantID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTenantID: %w", err)
+	}
+	return oldValue.TenantID, nil
+}
+
+// ResetTenantID resets all changes to the "tenant_id" field.
+func (m *ConcurrencyLimitMutation) ResetTenantID() {
+	m.tenant = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *ConcurrencyLimitMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *ConcurrencyLimitMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the ConcurrencyLimit entity.
+// If the ConcurrencyLimit object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ConcurrencyLimitMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *ConcurrencyLimitMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *ConcurrencyLimitMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *ConcurrencyLimitMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the ConcurrencyLimit entity.
+// If the ConcurrencyLimit object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ConcurrencyLimitMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *ConcurrencyLimitMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetName sets the "name" field.
+func (m *ConcurrencyLimitMutation) SetName(s string) {
+	m.name = &s
+}
+
+// Name returns the value of the "name" field in the mutation.
+func (m *ConcurrencyLimitMutation) Name() (r string, exists bool) {
+	v := m.name
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldName returns the old "name" field's value of the ConcurrencyLimit entity.
+// If the ConcurrencyLimit object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ConcurrencyLimitMutation) OldName(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldName is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldName requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldName: %w", err)
+	}
+	return oldValue.Name, nil
+}
+
+// ResetName resets all changes to the "name" field.
+func (m *ConcurrencyLimitMutation) ResetName() {
+	m.name = nil
+}
+
+// SetMaxRunning sets the "max_running" field.
+func (m *ConcurrencyLimitMutation) SetMaxRunning(i int) {
+	m.max_running = &i
+	m.addmax_running = nil
+}
+
+// MaxRunning returns the value of the "max_running" field in the mutation.
+func (m *ConcurrencyLimitMutation) MaxRunning() (r int, exists bool) {
+	v := m.max_running
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMaxRunning returns the old "max_running" field's value of the ConcurrencyLimit entity.
+// If the ConcurrencyLimit object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ConcurrencyLimitMutation) OldMaxRunning(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMaxRunning is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMaxRunning requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMaxRunning: %w", err)
+	}
+	return oldValue.MaxRunning, nil
+}
+
+// AddMaxRunning adds i to the "max_running" field.
+func (m *ConcurrencyLimitMutation) AddMaxRunning(i int) {
+	if m.addmax_running != nil {
+		*m.addmax_running += i
+	} else {
+		m.addmax_running = &i
+	}
+}
+
+// AddedMaxRunning returns the value that was added to the "max_running" field in this mutation.
+func (m *ConcurrencyLimitMutation) AddedMaxRunning() (r int, exists bool) {
+	v := m.addmax_running
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetMaxRunning resets all changes to the "max_running" field.
+func (m *ConcurrencyLimitMutation) ResetMaxRunning() {
+	m.max_running = nil
+	m.addmax_running = nil
+}
+
+// SetUpdatedBy sets the "updated_by" field.
+func (m *ConcurrencyLimitMutation) SetUpdatedBy(s string) {
+	m.updated_by = &s
+}
+
+// UpdatedBy returns the value of the "updated_by" field in the mutation.
+func (m *ConcurrencyLimitMutation) UpdatedBy() (r string, exists bool) {
+	v := m.updated_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedBy returns the old "updated_by" field's value of the ConcurrencyLimit entity.
+// If the ConcurrencyLimit object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ConcurrencyLimitMutation) OldUpdatedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedBy: %w", err)
+	}
+	return oldValue.UpdatedBy, nil
+}
+
+// ResetUpdatedBy resets all changes to the "updated_by" field.
+func (m *ConcurrencyLimitMutation) ResetUpdatedBy() {
+	m.updated_by = nil
+}
+
+// ClearTenant clears the "tenant" edge to the Tenant entity.
+func (m *ConcurrencyLimitMutation) ClearTenant() {
+	m.clearedtenant = true
+	m.clearedFields[concurrencylimit.FieldTenantID] = struct{}{}
+}
+
+// TenantCleared reports if the "tenant" edge to the Tenant entity was cleared.
+func (m *ConcurrencyLimitMutation) TenantCleared() bool {
+	return m.clearedtenant
+}
+
+// TenantIDs returns the "tenant" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TenantID instead. It exists only for internal usage by the builders.
+func (m *ConcurrencyLimitMutation) TenantIDs() (ids []string) {
+	if id := m.tenant; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetTenant resets all changes to the "tenant" edge.
+func (m *ConcurrencyLimitMutation) ResetTenant() {
+	m.tenant = nil
+	m.clearedtenant = false
+}
+
+// Where appends a list predicates to the ConcurrencyLimitMutation builder.
+func (m *ConcurrencyLimitMutation) Where(ps ...predicate.ConcurrencyLimit) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the ConcurrencyLimitMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *ConcurrencyLimitMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.ConcurrencyLimit, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *ConcurrencyLimitMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *ConcurrencyLimitMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (ConcurrencyLimit).
+func (m *ConcurrencyLimitMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *ConcurrencyLimitMutation) Fields() []string {
+	fields := make([]string, 0, 6)
+	if m.tenant != nil {
+		fields = append(fields, concurrencylimit.FieldTenantID)
+	}
+	if m.created_at != nil {
+		fields = append(fields, concurrencylimit.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, concurrencylimit.FieldUpdatedAt)
+	}
+	if m.name != nil {
+		fields = append(fields, concurrencylimit.FieldName)
+	}
+	if m.max_running != nil {
+		fields = append(fields, concurrencylimit.FieldMaxRunning)
+	}
+	if m.updated_by != nil {
+		fields = append(fields, concurrencylimit.FieldUpdatedBy)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *ConcurrencyLimitMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case concurrencylimit.FieldTenantID:
+		return m.TenantID()
+	case concurrencylimit.FieldCreatedAt:
+		return m.CreatedAt()
+	case concurrencylimit.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case concurrencylimit.FieldName:
+		return m.Name()
+	case concurrencylimit.FieldMaxRunning:
+		return m.MaxRunning()
+	case concurrencylimit.FieldUpdatedBy:
+		return m.UpdatedBy()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *ConcurrencyLimitMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case concurrencylimit.FieldTenantID:
+		return m.OldTenantID(ctx)
+	case concurrencylimit.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case concurrencylimit.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case concurrencylimit.FieldName:
+		return m.OldName(ctx)
+	case concurrencylimit.FieldMaxRunning:
+		return m.OldMaxRunning(ctx)
+	case concurrencylimit.FieldUpdatedBy:
+		return m.OldUpdatedBy(ctx)
+	}
+	return nil, fmt.Errorf("unknown ConcurrencyLimit field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ConcurrencyLimitMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case concurrencylimit.FieldTenantID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTenantID(v)
+		return nil
+	case concurrencylimit.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case concurrencylimit.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case concurrencylimit.FieldName:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetName(v)
+		return nil
+	case concurrencylimit.FieldMaxRunning:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMaxRunning(v)
+		return nil
+	case concurrencylimit.FieldUpdatedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedBy(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ConcurrencyLimit field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *ConcurrencyLimitMutation) AddedFields() []string {
+	var fields []string
+	if m.addmax_running != nil {
+		fields = append(fields, concurrencylimit.FieldMaxRunning)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *ConcurrencyLimitMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case concurrencylimit.FieldMaxRunning:
+		return m.AddedMaxRunning()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ConcurrencyLimitMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case concurrencylimit.FieldMaxRunning:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddMaxRunning(v)
+		return nil
+	}
+	return fmt.Errorf("unknown ConcurrencyLimit numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *ConcurrencyLimitMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *ConcurrencyLimitMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *ConcurrencyLimitMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown ConcurrencyLimit nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *ConcurrencyLimitMutation) ResetField(name string) error {
+	switch name {
+	case concurrencylimit.FieldTenantID:
+		m.ResetTenantID()
+		return nil
+	case concurrencylimit.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case concurrencylimit.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case concurrencylimit.FieldName:
+		m.ResetName()
+		return nil
+	case concurrencylimit.FieldMaxRunning:
+		m.ResetMaxRunning()
+		return nil
+	case concurrencylimit.FieldUpdatedBy:
+		m.ResetUpdatedBy()
+		return nil
+	}
+	return fmt.Errorf("unknown ConcurrencyLimit field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *ConcurrencyLimitMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.tenant != nil {
+		edges = append(edges, concurrencylimit.EdgeTenant)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *ConcurrencyLimitMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case concurrencylimit.EdgeTenant:
+		if id := m.tenant; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *ConcurrencyLimitMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *ConcurrencyLimitMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *ConcurrencyLimitMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedtenant {
+		edges = append(edges, concurrencylimit.EdgeTenant)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *ConcurrencyLimitMutation) EdgeCleared(name string) bool {
+	switch name {
+	case concurrencylimit.EdgeTenant:
+		return m.clearedtenant
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *ConcurrencyLimitMutation) ClearEdge(name string) error {
+	switch name {
+	case concurrencylimit.EdgeTenant:
+		m.ClearTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ConcurrencyLimit unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *ConcurrencyLimitMutation) ResetEdge(name string) error {
+	switch name {
+	case concurrencylimit.EdgeTenant:
+		m.ResetTenant()
+		return nil
+	}
+	return fmt.Errorf("unknown ConcurrencyLimit edge %s", name)
 }
 
 // ConnectionMutation represents an operation that mutates the Connection nodes in the graph.
@@ -24928,6 +25622,7 @@ type HeldStepMutation struct {
 	addpriority   *int
 	reason        *string
 	since         *time.Time
+	limit_name    *string
 	clearedFields map[string]struct{}
 	tenant        *string
 	clearedtenant bool
@@ -25312,6 +26007,55 @@ func (m *HeldStepMutation) ResetSince() {
 	m.since = nil
 }
 
+// SetLimitName sets the "limit_name" field.
+func (m *HeldStepMutation) SetLimitName(s string) {
+	m.limit_name = &s
+}
+
+// LimitName returns the value of the "limit_name" field in the mutation.
+func (m *HeldStepMutation) LimitName() (r string, exists bool) {
+	v := m.limit_name
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLimitName returns the old "limit_name" field's value of the HeldStep entity.
+// If the HeldStep object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HeldStepMutation) OldLimitName(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLimitName is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLimitName requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLimitName: %w", err)
+	}
+	return oldValue.LimitName, nil
+}
+
+// ClearLimitName clears the value of the "limit_name" field.
+func (m *HeldStepMutation) ClearLimitName() {
+	m.limit_name = nil
+	m.clearedFields[heldstep.FieldLimitName] = struct{}{}
+}
+
+// LimitNameCleared returns if the "limit_name" field was cleared in this mutation.
+func (m *HeldStepMutation) LimitNameCleared() bool {
+	_, ok := m.clearedFields[heldstep.FieldLimitName]
+	return ok
+}
+
+// ResetLimitName resets all changes to the "limit_name" field.
+func (m *HeldStepMutation) ResetLimitName() {
+	m.limit_name = nil
+	delete(m.clearedFields, heldstep.FieldLimitName)
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *HeldStepMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -25373,7 +26117,7 @@ func (m *HeldStepMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *HeldStepMutation) Fields() []string {
-	fields := make([]string, 0, 7)
+	fields := make([]string, 0, 8)
 	if m.tenant != nil {
 		fields = append(fields, heldstep.FieldTenantID)
 	}
@@ -25394,6 +26138,9 @@ func (m *HeldStepMutation) Fields() []string {
 	}
 	if m.since != nil {
 		fields = append(fields, heldstep.FieldSince)
+	}
+	if m.limit_name != nil {
+		fields = append(fields, heldstep.FieldLimitName)
 	}
 	return fields
 }
@@ -25417,6 +26164,8 @@ func (m *HeldStepMutation) Field(name string) (ent.Value, bool) {
 		return m.Reason()
 	case heldstep.FieldSince:
 		return m.Since()
+	case heldstep.FieldLimitName:
+		return m.LimitName()
 	}
 	return nil, false
 }
@@ -25440,6 +26189,8 @@ func (m *HeldStepMutation) OldField(ctx context.Context, name string) (ent.Value
 		return m.OldReason(ctx)
 	case heldstep.FieldSince:
 		return m.OldSince(ctx)
+	case heldstep.FieldLimitName:
+		return m.OldLimitName(ctx)
 	}
 	return nil, fmt.Errorf("unknown HeldStep field %s", name)
 }
@@ -25498,6 +26249,13 @@ func (m *HeldStepMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetSince(v)
 		return nil
+	case heldstep.FieldLimitName:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLimitName(v)
+		return nil
 	}
 	return fmt.Errorf("unknown HeldStep field %s", name)
 }
@@ -25542,7 +26300,11 @@ func (m *HeldStepMutation) AddField(name string, value ent.Value) error {
 // ClearedFields returns all nullable fields that were cleared during this
 // mutation.
 func (m *HeldStepMutation) ClearedFields() []string {
-	return nil
+	var fields []string
+	if m.FieldCleared(heldstep.FieldLimitName) {
+		fields = append(fields, heldstep.FieldLimitName)
+	}
+	return fields
 }
 
 // FieldCleared returns a boolean indicating if a field with the given name was
@@ -25555,6 +26317,11 @@ func (m *HeldStepMutation) FieldCleared(name string) bool {
 // ClearField clears the value of the field with the given name. It returns an
 // error if the field is not defined in the schema.
 func (m *HeldStepMutation) ClearField(name string) error {
+	switch name {
+	case heldstep.FieldLimitName:
+		m.ClearLimitName()
+		return nil
+	}
 	return fmt.Errorf("unknown HeldStep nullable field %s", name)
 }
 
@@ -25582,6 +26349,9 @@ func (m *HeldStepMutation) ResetField(name string) error {
 		return nil
 	case heldstep.FieldSince:
 		m.ResetSince()
+		return nil
+	case heldstep.FieldLimitName:
+		m.ResetLimitName()
 		return nil
 	}
 	return fmt.Errorf("unknown HeldStep field %s", name)
@@ -53001,6 +53771,7 @@ type StepRunMutation struct {
 	addcost_micro_usd   *int64
 	started_at          *time.Time
 	finished_at         *time.Time
+	limit_name          *string
 	clearedFields       map[string]struct{}
 	tenant              *string
 	clearedtenant       bool
@@ -53841,6 +54612,55 @@ func (m *StepRunMutation) ResetFinishedAt() {
 	delete(m.clearedFields, steprun.FieldFinishedAt)
 }
 
+// SetLimitName sets the "limit_name" field.
+func (m *StepRunMutation) SetLimitName(s string) {
+	m.limit_name = &s
+}
+
+// LimitName returns the value of the "limit_name" field in the mutation.
+func (m *StepRunMutation) LimitName() (r string, exists bool) {
+	v := m.limit_name
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLimitName returns the old "limit_name" field's value of the StepRun entity.
+// If the StepRun object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *StepRunMutation) OldLimitName(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLimitName is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLimitName requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLimitName: %w", err)
+	}
+	return oldValue.LimitName, nil
+}
+
+// ClearLimitName clears the value of the "limit_name" field.
+func (m *StepRunMutation) ClearLimitName() {
+	m.limit_name = nil
+	m.clearedFields[steprun.FieldLimitName] = struct{}{}
+}
+
+// LimitNameCleared returns if the "limit_name" field was cleared in this mutation.
+func (m *StepRunMutation) LimitNameCleared() bool {
+	_, ok := m.clearedFields[steprun.FieldLimitName]
+	return ok
+}
+
+// ResetLimitName resets all changes to the "limit_name" field.
+func (m *StepRunMutation) ResetLimitName() {
+	m.limit_name = nil
+	delete(m.clearedFields, steprun.FieldLimitName)
+}
+
 // ClearTenant clears the "tenant" edge to the Tenant entity.
 func (m *StepRunMutation) ClearTenant() {
 	m.clearedtenant = true
@@ -53983,7 +54803,7 @@ func (m *StepRunMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *StepRunMutation) Fields() []string {
-	fields := make([]string, 0, 16)
+	fields := make([]string, 0, 17)
 	if m.tenant != nil {
 		fields = append(fields, steprun.FieldTenantID)
 	}
@@ -54032,6 +54852,9 @@ func (m *StepRunMutation) Fields() []string {
 	if m.finished_at != nil {
 		fields = append(fields, steprun.FieldFinishedAt)
 	}
+	if m.limit_name != nil {
+		fields = append(fields, steprun.FieldLimitName)
+	}
 	return fields
 }
 
@@ -54072,6 +54895,8 @@ func (m *StepRunMutation) Field(name string) (ent.Value, bool) {
 		return m.StartedAt()
 	case steprun.FieldFinishedAt:
 		return m.FinishedAt()
+	case steprun.FieldLimitName:
+		return m.LimitName()
 	}
 	return nil, false
 }
@@ -54113,6 +54938,8 @@ func (m *StepRunMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldStartedAt(ctx)
 	case steprun.FieldFinishedAt:
 		return m.OldFinishedAt(ctx)
+	case steprun.FieldLimitName:
+		return m.OldLimitName(ctx)
 	}
 	return nil, fmt.Errorf("unknown StepRun field %s", name)
 }
@@ -54234,6 +55061,13 @@ func (m *StepRunMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetFinishedAt(v)
 		return nil
+	case steprun.FieldLimitName:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLimitName(v)
+		return nil
 	}
 	return fmt.Errorf("unknown StepRun field %s", name)
 }
@@ -54312,6 +55146,9 @@ func (m *StepRunMutation) ClearedFields() []string {
 	if m.FieldCleared(steprun.FieldFinishedAt) {
 		fields = append(fields, steprun.FieldFinishedAt)
 	}
+	if m.FieldCleared(steprun.FieldLimitName) {
+		fields = append(fields, steprun.FieldLimitName)
+	}
 	return fields
 }
 
@@ -54346,6 +55183,9 @@ func (m *StepRunMutation) ClearField(name string) error {
 		return nil
 	case steprun.FieldFinishedAt:
 		m.ClearFinishedAt()
+		return nil
+	case steprun.FieldLimitName:
+		m.ClearLimitName()
 		return nil
 	}
 	return fmt.Errorf("unknown StepRun nullable field %s", name)
@@ -54402,6 +55242,9 @@ func (m *StepRunMutation) ResetField(name string) error {
 		return nil
 	case steprun.FieldFinishedAt:
 		m.ResetFinishedAt()
+		return nil
+	case steprun.FieldLimitName:
+		m.ResetLimitName()
 		return nil
 	}
 	return fmt.Errorf("unknown StepRun field %s", name)

@@ -52,6 +52,8 @@ type StepRun struct {
 	StartedAt *time.Time `json:"started_at,omitempty"`
 	// FinishedAt holds the value of the "finished_at" field.
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// The named concurrency limit the step runs under (its definition's `limit`), set when it is claimed; only steps with a limit have one.
+	LimitName *string `json:"limit_name,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the StepRunQuery when eager-loading is set.
 	Edges        StepRunEdges `json:"edges"`
@@ -115,7 +117,7 @@ func (*StepRun) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case steprun.FieldAttempts, steprun.FieldCostMicroUsd:
 			values[i] = new(sql.NullInt64)
-		case steprun.FieldID, steprun.FieldTenantID, steprun.FieldRunID, steprun.FieldStepID, steprun.FieldType, steprun.FieldStatus, steprun.FieldCurrentAttemptID, steprun.FieldErrorClass, steprun.FieldErrorMessage:
+		case steprun.FieldID, steprun.FieldTenantID, steprun.FieldRunID, steprun.FieldStepID, steprun.FieldType, steprun.FieldStatus, steprun.FieldCurrentAttemptID, steprun.FieldErrorClass, steprun.FieldErrorMessage, steprun.FieldLimitName:
 			values[i] = new(sql.NullString)
 		case steprun.FieldCreatedAt, steprun.FieldUpdatedAt, steprun.FieldReadyAt, steprun.FieldStartedAt, steprun.FieldFinishedAt:
 			values[i] = new(sql.NullTime)
@@ -244,6 +246,13 @@ func (_m *StepRun) assignValues(columns []string, values []any) error {
 				_m.FinishedAt = new(time.Time)
 				*_m.FinishedAt = value.Time
 			}
+		case steprun.FieldLimitName:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field limit_name", values[i])
+			} else if value.Valid {
+				_m.LimitName = new(string)
+				*_m.LimitName = value.String
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -353,6 +362,11 @@ func (_m *StepRun) String() string {
 	if v := _m.FinishedAt; v != nil {
 		builder.WriteString("finished_at=")
 		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.LimitName; v != nil {
+		builder.WriteString("limit_name=")
+		builder.WriteString(*v)
 	}
 	builder.WriteByte(')')
 	return builder.String()

@@ -211,6 +211,20 @@ func (_c *StepRunCreate) SetNillableFinishedAt(v *time.Time) *StepRunCreate {
 	return _c
 }
 
+// SetLimitName sets the "limit_name" field.
+func (_c *StepRunCreate) SetLimitName(v string) *StepRunCreate {
+	_c.mutation.SetLimitName(v)
+	return _c
+}
+
+// SetNillableLimitName sets the "limit_name" field if the given value is not nil.
+func (_c *StepRunCreate) SetNillableLimitName(v *string) *StepRunCreate {
+	if v != nil {
+		_c.SetLimitName(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *StepRunCreate) SetID(v string) *StepRunCreate {
 	_c.mutation.SetID(v)
@@ -464,6 +478,10 @@ func (_c *StepRunCreate) createSpec() (*StepRun, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.FinishedAt(); ok {
 		_spec.SetField(steprun.FieldFinishedAt, field.TypeTime, value)
 		_node.FinishedAt = &value
+	}
+	if value, ok := _c.mutation.LimitName(); ok {
+		_spec.SetField(steprun.FieldLimitName, field.TypeString, value)
+		_node.LimitName = &value
 	}
 	if nodes := _c.mutation.TenantIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -753,6 +771,24 @@ func (u *StepRunUpsert) ClearFinishedAt() *StepRunUpsert {
 	return u
 }
 
+// SetLimitName sets the "limit_name" field.
+func (u *StepRunUpsert) SetLimitName(v string) *StepRunUpsert {
+	u.Set(steprun.FieldLimitName, v)
+	return u
+}
+
+// UpdateLimitName sets the "limit_name" field to the value that was provided on create.
+func (u *StepRunUpsert) UpdateLimitName() *StepRunUpsert {
+	u.SetExcluded(steprun.FieldLimitName)
+	return u
+}
+
+// ClearLimitName clears the value of the "limit_name" field.
+func (u *StepRunUpsert) ClearLimitName() *StepRunUpsert {
+	u.SetNull(steprun.FieldLimitName)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -1030,6 +1066,27 @@ func (u *StepRunUpsertOne) UpdateFinishedAt() *StepRunUpsertOne {
 func (u *StepRunUpsertOne) ClearFinishedAt() *StepRunUpsertOne {
 	return u.Update(func(s *StepRunUpsert) {
 		s.ClearFinishedAt()
+	})
+}
+
+// SetLimitName sets the "limit_name" field.
+func (u *StepRunUpsertOne) SetLimitName(v string) *StepRunUpsertOne {
+	return u.Update(func(s *StepRunUpsert) {
+		s.SetLimitName(v)
+	})
+}
+
+// UpdateLimitName sets the "limit_name" field to the value that was provided on create.
+func (u *StepRunUpsertOne) UpdateLimitName() *StepRunUpsertOne {
+	return u.Update(func(s *StepRunUpsert) {
+		s.UpdateLimitName()
+	})
+}
+
+// ClearLimitName clears the value of the "limit_name" field.
+func (u *StepRunUpsertOne) ClearLimitName() *StepRunUpsertOne {
+	return u.Update(func(s *StepRunUpsert) {
+		s.ClearLimitName()
 	})
 }
 
@@ -1477,6 +1534,27 @@ func (u *StepRunUpsertBulk) UpdateFinishedAt() *StepRunUpsertBulk {
 func (u *StepRunUpsertBulk) ClearFinishedAt() *StepRunUpsertBulk {
 	return u.Update(func(s *StepRunUpsert) {
 		s.ClearFinishedAt()
+	})
+}
+
+// SetLimitName sets the "limit_name" field.
+func (u *StepRunUpsertBulk) SetLimitName(v string) *StepRunUpsertBulk {
+	return u.Update(func(s *StepRunUpsert) {
+		s.SetLimitName(v)
+	})
+}
+
+// UpdateLimitName sets the "limit_name" field to the value that was provided on create.
+func (u *StepRunUpsertBulk) UpdateLimitName() *StepRunUpsertBulk {
+	return u.Update(func(s *StepRunUpsert) {
+		s.UpdateLimitName()
+	})
+}
+
+// ClearLimitName clears the value of the "limit_name" field.
+func (u *StepRunUpsertBulk) ClearLimitName() *StepRunUpsertBulk {
+	return u.Update(func(s *StepRunUpsert) {
+		s.ClearLimitName()
 	})
 }
 

@@ -232,6 +232,26 @@ func (_u *StepRunUpdate) ClearFinishedAt() *StepRunUpdate {
 	return _u
 }
 
+// SetLimitName sets the "limit_name" field.
+func (_u *StepRunUpdate) SetLimitName(v string) *StepRunUpdate {
+	_u.mutation.SetLimitName(v)
+	return _u
+}
+
+// SetNillableLimitName sets the "limit_name" field if the given value is not nil.
+func (_u *StepRunUpdate) SetNillableLimitName(v *string) *StepRunUpdate {
+	if v != nil {
+		_u.SetLimitName(*v)
+	}
+	return _u
+}
+
+// ClearLimitName clears the value of the "limit_name" field.
+func (_u *StepRunUpdate) ClearLimitName() *StepRunUpdate {
+	_u.mutation.ClearLimitName()
+	return _u
+}
+
 // AddAttemptListIDs adds the "attempt_list" edge to the StepAttempt entity by IDs.
 func (_u *StepRunUpdate) AddAttemptListIDs(ids ...string) *StepRunUpdate {
 	_u.mutation.AddAttemptListIDs(ids...)
@@ -413,6 +433,12 @@ func (_u *StepRunUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.FinishedAtCleared() {
 		_spec.ClearField(steprun.FieldFinishedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.LimitName(); ok {
+		_spec.SetField(steprun.FieldLimitName, field.TypeString, value)
+	}
+	if _u.mutation.LimitNameCleared() {
+		_spec.ClearField(steprun.FieldLimitName, field.TypeString)
 	}
 	if _u.mutation.AttemptListCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -681,6 +707,26 @@ func (_u *StepRunUpdateOne) ClearFinishedAt() *StepRunUpdateOne {
 	return _u
 }
 
+// SetLimitName sets the "limit_name" field.
+func (_u *StepRunUpdateOne) SetLimitName(v string) *StepRunUpdateOne {
+	_u.mutation.SetLimitName(v)
+	return _u
+}
+
+// SetNillableLimitName sets the "limit_name" field if the given value is not nil.
+func (_u *StepRunUpdateOne) SetNillableLimitName(v *string) *StepRunUpdateOne {
+	if v != nil {
+		_u.SetLimitName(*v)
+	}
+	return _u
+}
+
+// ClearLimitName clears the value of the "limit_name" field.
+func (_u *StepRunUpdateOne) ClearLimitName() *StepRunUpdateOne {
+	_u.mutation.ClearLimitName()
+	return _u
+}
+
 // AddAttemptListIDs adds the "attempt_list" edge to the StepAttempt entity by IDs.
 func (_u *StepRunUpdateOne) AddAttemptListIDs(ids ...string) *StepRunUpdateOne {
 	_u.mutation.AddAttemptListIDs(ids...)
@@ -892,6 +938,12 @@ func (_u *StepRunUpdateOne) sqlSave(ctx context.Context) (_node *StepRun, err er
 	}
 	if _u.mutation.FinishedAtCleared() {
 		_spec.ClearField(steprun.FieldFinishedAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.LimitName(); ok {
+		_spec.SetField(steprun.FieldLimitName, field.TypeString, value)
+	}
+	if _u.mutation.LimitNameCleared() {
+		_spec.ClearField(steprun.FieldLimitName, field.TypeString)
 	}
 	if _u.mutation.AttemptListCleared() {
 		edge := &sqlgraph.EdgeSpec{

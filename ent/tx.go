@@ -24,6 +24,8 @@ type Tx struct {
 	BulkOperation *BulkOperationClient
 	// BulkOperationItem is the client for interacting with the BulkOperationItem builders.
 	BulkOperationItem *BulkOperationItemClient
+	// ConcurrencyLimit is the client for interacting with the ConcurrencyLimit builders.
+	ConcurrencyLimit *ConcurrencyLimitClient
 	// Connection is the client for interacting with the Connection builders.
 	Connection *ConnectionClient
 	// Credential is the client for interacting with the Credential builders.
@@ -256,6 +258,7 @@ func (tx *Tx) init() {
 	tx.AuditLog = NewAuditLogClient(tx.config)
 	tx.BulkOperation = NewBulkOperationClient(tx.config)
 	tx.BulkOperationItem = NewBulkOperationItemClient(tx.config)
+	tx.ConcurrencyLimit = NewConcurrencyLimitClient(tx.config)
 	tx.Connection = NewConnectionClient(tx.config)
 	tx.Credential = NewCredentialClient(tx.config)
 	tx.CredentialVersion = NewCredentialVersionClient(tx.config)

@@ -17,7 +17,7 @@ func (r *queryResolver) QueueStats(ctx context.Context, workflowID *string, envi
 	if err != nil {
 		return nil, err
 	}
-	out := &model.QueueStats{At: at, Total: &model.QueueStatsRow{}, Groups: make([]*model.QueueStatsRow, len(rows))}
+	out := &model.QueueStats{At: at, Total: &model.QueueStatsRow{Held: []*model.QueueHeldCount{}}, Groups: make([]*model.QueueStatsRow, len(rows))}
 	for i, row := range rows {
 		g := queueStatsRow(row, at)
 		out.Groups[i] = g
@@ -27,6 +27,7 @@ func (r *queryResolver) QueueStats(ctx context.Context, workflowID *string, envi
 		t.RunsWaiting += g.RunsWaiting
 		t.StepsReady += g.StepsReady
 		t.ApprovalsOpen += g.ApprovalsOpen
+		addHeld(t, g)
 		if g.OldestReadyStepAt != nil && (t.OldestReadyStepAt == nil || g.OldestReadyStepAt.Before(*t.OldestReadyStepAt)) {
 			t.OldestReadyStepAt, t.OldestReadyStepAgeSeconds = g.OldestReadyStepAt, g.OldestReadyStepAgeSeconds
 		}

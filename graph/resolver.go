@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/internal/escalation"
 	"github.com/sluicehq/sluice/internal/evals"
 	"github.com/sluicehq/sluice/internal/export"
+	"github.com/sluicehq/sluice/internal/limits"
 	"github.com/sluicehq/sluice/internal/pause"
 	"github.com/sluicehq/sluice/internal/protection"
 	"github.com/sluicehq/sluice/internal/ratelimit"
@@ -56,9 +57,20 @@ type Resolver struct {
 	// Concurrency sets and reads workflows' concurrency per environment
 	// (internal/concurrency); nil: a default one.
 	Concurrency *concurrency.Service
+	// Limits manages named concurrency limits (internal/limits); if nil,
+	// one without releases on change (the dispatch sweep releases).
+	Limits *limits.Service
 	// Retention serves retention policies, legal holds and the purge's
 	// record (internal/retention).
 	Retention *retention.Service
 	// PublicURL starts the callback URLs of wait steps (config.PublicURL).
 	PublicURL string
+}
+
+// limits is the named limits service.
+func (r *Resolver) limits() *limits.Service {
+	if r.Limits == nil {
+		return limits.New(nil)
+	}
+	return r.Limits
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/internal/control"
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/ids"
+	"github.com/sluicehq/sluice/internal/limits"
 	"github.com/sluicehq/sluice/internal/money"
 	"github.com/sluicehq/sluice/internal/retention"
 	"github.com/sluicehq/sluice/internal/secrets"
@@ -130,6 +131,11 @@ func (a *Applier) Apply(ctx context.Context, m *Manifest) (*ent.Tenant, error) {
 		}
 		if err := applyRetention(ctx, c, m, &out); err != nil {
 			return err
+		}
+		if n, err := limits.Apply(ctx, c, id, "manifest:"+m.Slug, m.Limits); err != nil {
+			return err
+		} else if n > 0 {
+			fmt.Fprintf(&out, "  set concurrency limits: %d created or changed\n", n)
 		}
 		// The sla section is the tenant default SLA policy (internal/sla).
 		return applySLA(ctx, c, m.SLA)

@@ -17,6 +17,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/sluicehq/sluice/internal/envvars"
+	"github.com/sluicehq/sluice/internal/limits"
 	"github.com/sluicehq/sluice/internal/slaspec"
 	"github.com/sluicehq/sluice/internal/viewer"
 )
@@ -36,6 +37,9 @@ type Manifest struct {
 	Budget        BudgetSpec        `yaml:"budget"`
 	SLA           SLASpec           `yaml:"sla"`
 	Plan          PlanSpec          `yaml:"plan"`
+	// Limits are named concurrency limits (internal/limits), name to
+	// limit: set as given; limits not named here are left as they are.
+	Limits map[string]int `yaml:"limits"`
 }
 
 // PlanSpec is the tenant's place in fair dispatch: its weight (its share
@@ -148,6 +152,9 @@ func Parse(data []byte) (*Manifest, error) {
 	}
 	if overlay.Plan.MaxConcurrentRuns != 0 {
 		m.Plan.MaxConcurrentRuns = overlay.Plan.MaxConcurrentRuns
+	}
+	if overlay.Limits != nil {
+		m.Limits = overlay.Limits
 	}
 	if overlay.SLA.RunDuration != "" {
 		m.SLA.RunDuration = overlay.SLA.RunDuration
@@ -286,6 +293,14 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Plan.MaxConcurrentRuns < 0 || m.Plan.MaxConcurrentRuns > 100000 {
 		bad("plan.maxConcurrentRuns", "must be between 1 and 100000, or 0 for no cap")
+	}
+	for name, n := range m.Limits {
+		if !limits.ValidName(name) {
+			bad("limits."+name, "a limit's name must be 1 to 63 lower-case letters, digits, '-', '_' or '.'")
+		}
+		if n < 1 || n > limits.MaxLimit {
+			bad("limits."+name, "must be between 1 and %d", limits.MaxLimit)
+		}
 	}
 	for field, v := range map[string]string{"sla.runDuration": m.SLA.RunDuration, "sla.approvalResponse": m.SLA.ApprovalResponse} {
 		if v == "" {

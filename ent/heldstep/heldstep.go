@@ -27,6 +27,8 @@ const (
 	FieldReason = "reason"
 	// FieldSince holds the string denoting the since field in the database.
 	FieldSince = "since"
+	// FieldLimitName holds the string denoting the limit_name field in the database.
+	FieldLimitName = "limit_name"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
 	EdgeTenant = "tenant"
 	// Table holds the table name of the heldstep in the database.
@@ -50,6 +52,7 @@ var Columns = []string{
 	FieldPriority,
 	FieldReason,
 	FieldSince,
+	FieldLimitName,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -117,6 +120,11 @@ func ByReason(opts ...sql.OrderTermOption) OrderOption {
 // BySince orders the results by the since field.
 func BySince(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldSince, opts...).ToFunc()
+}
+
+// ByLimitName orders the results by the limit_name field.
+func ByLimitName(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLimitName, opts...).ToFunc()
 }
 
 // ByTenantField orders the results by tenant field.

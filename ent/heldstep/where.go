@@ -100,6 +100,11 @@ func Since(v time.Time) predicate.HeldStep {
 	return predicate.HeldStep(sql.FieldEQ(FieldSince, v))
 }
 
+// LimitName applies equality check predicate on the "limit_name" field. It's identical to LimitNameEQ.
+func LimitName(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldEQ(FieldLimitName, v))
+}
+
 // TenantIDEQ applies the EQ predicate on the "tenant_id" field.
 func TenantIDEQ(v string) predicate.HeldStep {
 	return predicate.HeldStep(sql.FieldEQ(FieldTenantID, v))
@@ -503,6 +508,81 @@ func SinceLT(v time.Time) predicate.HeldStep {
 // SinceLTE applies the LTE predicate on the "since" field.
 func SinceLTE(v time.Time) predicate.HeldStep {
 	return predicate.HeldStep(sql.FieldLTE(FieldSince, v))
+}
+
+// LimitNameEQ applies the EQ predicate on the "limit_name" field.
+func LimitNameEQ(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldEQ(FieldLimitName, v))
+}
+
+// LimitNameNEQ applies the NEQ predicate on the "limit_name" field.
+func LimitNameNEQ(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldNEQ(FieldLimitName, v))
+}
+
+// LimitNameIn applies the In predicate on the "limit_name" field.
+func LimitNameIn(vs ...string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldIn(FieldLimitName, vs...))
+}
+
+// LimitNameNotIn applies the NotIn predicate on the "limit_name" field.
+func LimitNameNotIn(vs ...string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldNotIn(FieldLimitName, vs...))
+}
+
+// LimitNameGT applies the GT predicate on the "limit_name" field.
+func LimitNameGT(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldGT(FieldLimitName, v))
+}
+
+// LimitNameGTE applies the GTE predicate on the "limit_name" field.
+func LimitNameGTE(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldGTE(FieldLimitName, v))
+}
+
+// LimitNameLT applies the LT predicate on the "limit_name" field.
+func LimitNameLT(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldLT(FieldLimitName, v))
+}
+
+// LimitNameLTE applies the LTE predicate on the "limit_name" field.
+func LimitNameLTE(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldLTE(FieldLimitName, v))
+}
+
+// LimitNameContains applies the Contains predicate on the "limit_name" field.
+func LimitNameContains(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldContains(FieldLimitName, v))
+}
+
+// LimitNameHasPrefix applies the HasPrefix predicate on the "limit_name" field.
+func LimitNameHasPrefix(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldHasPrefix(FieldLimitName, v))
+}
+
+// LimitNameHasSuffix applies the HasSuffix predicate on the "limit_name" field.
+func LimitNameHasSuffix(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldHasSuffix(FieldLimitName, v))
+}
+
+// LimitNameIsNil applies the IsNil predicate on the "limit_name" field.
+func LimitNameIsNil() predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldIsNull(FieldLimitName))
+}
+
+// LimitNameNotNil applies the NotNil predicate on the "limit_name" field.
+func LimitNameNotNil() predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldNotNull(FieldLimitName))
+}
+
+// LimitNameEqualFold applies the EqualFold predicate on the "limit_name" field.
+func LimitNameEqualFold(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldEqualFold(FieldLimitName, v))
+}
+
+// LimitNameContainsFold applies the ContainsFold predicate on the "limit_name" field.
+func LimitNameContainsFold(v string) predicate.HeldStep {
+	return predicate.HeldStep(sql.FieldContainsFold(FieldLimitName, v))
 }
 
 // HasTenant applies the HasEdge predicate on the "tenant" edge.

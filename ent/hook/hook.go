@@ -69,6 +69,18 @@ func (f BulkOperationItemFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.BulkOperationItemMutation", m)
 }
 
+// The ConcurrencyLimitFunc type is an adapter to allow the use of ordinary
+// function as ConcurrencyLimit mutator.
+type ConcurrencyLimitFunc func(context.Context, *ent.ConcurrencyLimitMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f ConcurrencyLimitFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.ConcurrencyLimitMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ConcurrencyLimitMutation", m)
+}
+
 // The ConnectionFunc type is an adapter to allow the use of ordinary
 // function as Connection mutator.
 type ConnectionFunc func(context.Context, *ent.ConnectionMutation) (ent.Value, error)

@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/bulkoperation"
 	"github.com/sluicehq/sluice/ent/bulkoperationitem"
+	"github.com/sluicehq/sluice/ent/concurrencylimit"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -253,6 +254,33 @@ func (f TraverseBulkOperationItem) Traverse(ctx context.Context, q ent.Query) er
 		return f(ctx, q)
 	}
 	return fmt.Errorf("unexpected query type %T. expect *ent.BulkOperationItemQuery", q)
+}
+
+// The ConcurrencyLimitFunc type is an adapter to allow the use of ordinary function as a Querier.
+type ConcurrencyLimitFunc func(context.Context, *ent.ConcurrencyLimitQuery) (ent.Value, error)
+
+// Query calls f(ctx, q).
+func (f ConcurrencyLimitFunc) Query(ctx context.Context, q ent.Query) (ent.Value, error) {
+	if q, ok := q.(*ent.ConcurrencyLimitQuery); ok {
+		return f(ctx, q)
+	}
+	return nil, fmt.Errorf("unexpected query type %T. expect *ent.ConcurrencyLimitQuery", q)
+}
+
+// The TraverseConcurrencyLimit type is an adapter to allow the use of ordinary function as Traverser.
+type TraverseConcurrencyLimit func(context.Context, *ent.ConcurrencyLimitQuery) error
+
+// Intercept is a dummy implementation of Intercept that returns the next Querier in the pipeline.
+func (f TraverseConcurrencyLimit) Intercept(next ent.Querier) ent.Querier {
+	return next
+}
+
+// Traverse calls f(ctx, q).
+func (f TraverseConcurrencyLimit) Traverse(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ConcurrencyLimitQuery); ok {
+		return f(ctx, q)
+	}
+	return fmt.Errorf("unexpected query type %T. expect *ent.ConcurrencyLimitQuery", q)
 }
 
 // The ConnectionFunc type is an adapter to allow the use of ordinary function as a Querier.
@@ -1564,6 +1592,8 @@ func NewQuery(q ent.Query) (Query, error) {
 		return &query[*ent.BulkOperationQuery, predicate.BulkOperation, bulkoperation.OrderOption]{typ: ent.TypeBulkOperation, tq: q}, nil
 	case *ent.BulkOperationItemQuery:
 		return &query[*ent.BulkOperationItemQuery, predicate.BulkOperationItem, bulkoperationitem.OrderOption]{typ: ent.TypeBulkOperationItem, tq: q}, nil
+	case *ent.ConcurrencyLimitQuery:
+		return &query[*ent.ConcurrencyLimitQuery, predicate.ConcurrencyLimit, concurrencylimit.OrderOption]{typ: ent.TypeConcurrencyLimit, tq: q}, nil
 	case *ent.ConnectionQuery:
 		return &query[*ent.ConnectionQuery, predicate.Connection, connection.OrderOption]{typ: ent.TypeConnection, tq: q}, nil
 	case *ent.CredentialQuery:

@@ -112,6 +112,14 @@ var (
 				Columns: []*schema.Column{ApprovalRequestsColumns[24], ApprovalRequestsColumns[5]},
 			},
 			{
+				Name:    "approvalrequest_tenant_id_run_id",
+				Unique:  false,
+				Columns: []*schema.Column{ApprovalRequestsColumns[24], ApprovalRequestsColumns[25]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "run_id IS NOT NULL",
+				},
+			},
+			{
 				Name:    "approvalrequest_tenant_id_status",
 				Unique:  false,
 				Columns: []*schema.Column{ApprovalRequestsColumns[24], ApprovalRequestsColumns[6]},
@@ -252,6 +260,37 @@ var (
 				Name:    "bulkoperationitem_tenant_id_operation_id_run_id",
 				Unique:  true,
 				Columns: []*schema.Column{BulkOperationItemsColumns[11], BulkOperationItemsColumns[3], BulkOperationItemsColumns[5]},
+			},
+		},
+	}
+	// ConcurrencyLimitsColumns holds the columns for the "concurrency_limits" table.
+	ConcurrencyLimitsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 40},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "updated_at", Type: field.TypeTime},
+		{Name: "name", Type: field.TypeString, Size: 63},
+		{Name: "max_running", Type: field.TypeInt},
+		{Name: "updated_by", Type: field.TypeString},
+		{Name: "tenant_id", Type: field.TypeString, Size: 40},
+	}
+	// ConcurrencyLimitsTable holds the schema information for the "concurrency_limits" table.
+	ConcurrencyLimitsTable = &schema.Table{
+		Name:       "concurrency_limits",
+		Columns:    ConcurrencyLimitsColumns,
+		PrimaryKey: []*schema.Column{ConcurrencyLimitsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "concurrency_limits_tenants_tenant",
+				Columns:    []*schema.Column{ConcurrencyLimitsColumns[6]},
+				RefColumns: []*schema.Column{TenantsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "concurrencylimit_tenant_id_name",
+				Unique:  true,
+				Columns: []*schema.Column{ConcurrencyLimitsColumns[6], ConcurrencyLimitsColumns[3]},
 			},
 		},
 	}
@@ -831,6 +870,11 @@ var (
 				Unique:  true,
 				Columns: []*schema.Column{EvaluationExamplesColumns[21], EvaluationExamplesColumns[3], EvaluationExamplesColumns[4]},
 			},
+			{
+				Name:    "evaluationexample_tenant_id_source_run_id",
+				Unique:  false,
+				Columns: []*schema.Column{EvaluationExamplesColumns[21], EvaluationExamplesColumns[5]},
+			},
 		},
 	}
 	// EventWaitsColumns holds the columns for the "event_waits" table.
@@ -970,6 +1014,7 @@ var (
 		{Name: "priority", Type: field.TypeInt},
 		{Name: "reason", Type: field.TypeString},
 		{Name: "since", Type: field.TypeTime},
+		{Name: "limit_name", Type: field.TypeString, Nullable: true},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
 	}
 	// HeldStepsTable holds the schema information for the "held_steps" table.
@@ -980,7 +1025,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "held_steps_tenants_tenant",
-				Columns:    []*schema.Column{HeldStepsColumns[7]},
+				Columns:    []*schema.Column{HeldStepsColumns[8]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -989,19 +1034,27 @@ var (
 			{
 				Name:    "heldstep_tenant_id_workflow_id_priority_since",
 				Unique:  false,
-				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[3], HeldStepsColumns[4], HeldStepsColumns[6]},
+				Columns: []*schema.Column{HeldStepsColumns[8], HeldStepsColumns[3], HeldStepsColumns[4], HeldStepsColumns[6]},
 			},
 			{
 				Name:    "heldstep_tenant_id_run_id",
 				Unique:  false,
-				Columns: []*schema.Column{HeldStepsColumns[7], HeldStepsColumns[1]},
+				Columns: []*schema.Column{HeldStepsColumns[8], HeldStepsColumns[1]},
 			},
 			{
 				Name:    "heldstep_dispatchable",
 				Unique:  false,
-				Columns: []*schema.Column{HeldStepsColumns[7]},
+				Columns: []*schema.Column{HeldStepsColumns[8]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "reason = 'tenant_share' OR reason = 'tenant_concurrency'",
+				},
+			},
+			{
+				Name:    "heldstep_tenant_id_limit_name_priority_since",
+				Unique:  false,
+				Columns: []*schema.Column{HeldStepsColumns[8], HeldStepsColumns[7], HeldStepsColumns[4], HeldStepsColumns[6]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "limit_name IS NOT NULL",
 				},
 			},
 		},
@@ -1800,6 +1853,14 @@ var (
 				},
 			},
 			{
+				Name:    "run_open_replay",
+				Unique:  false,
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[10]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "replay_of IS NOT NULL AND finished_at IS NULL",
+				},
+			},
+			{
 				Name:    "run_tenant_id_release_id_finished_at",
 				Unique:  false,
 				Columns: []*schema.Column{RunsColumns[37], RunsColumns[28], RunsColumns[23]},
@@ -2081,6 +2142,7 @@ var (
 		{Name: "cost_micro_usd", Type: field.TypeInt64, Default: 0},
 		{Name: "started_at", Type: field.TypeTime, Nullable: true},
 		{Name: "finished_at", Type: field.TypeTime, Nullable: true},
+		{Name: "limit_name", Type: field.TypeString, Nullable: true},
 		{Name: "tenant_id", Type: field.TypeString, Size: 40},
 		{Name: "run_id", Type: field.TypeString, Size: 40},
 	}
@@ -2092,13 +2154,13 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "step_runs_tenants_tenant",
-				Columns:    []*schema.Column{StepRunsColumns[15]},
+				Columns:    []*schema.Column{StepRunsColumns[16]},
 				RefColumns: []*schema.Column{TenantsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "step_runs_runs_run",
-				Columns:    []*schema.Column{StepRunsColumns[16]},
+				Columns:    []*schema.Column{StepRunsColumns[17]},
 				RefColumns: []*schema.Column{RunsColumns[0]},
 				OnDelete:   schema.Cascade,
 			},
@@ -2107,14 +2169,22 @@ var (
 			{
 				Name:    "steprun_tenant_id_run_id_step_id",
 				Unique:  true,
-				Columns: []*schema.Column{StepRunsColumns[15], StepRunsColumns[16], StepRunsColumns[3]},
+				Columns: []*schema.Column{StepRunsColumns[16], StepRunsColumns[17], StepRunsColumns[3]},
 			},
 			{
 				Name:    "steprun_tenant_id_status_ready_at",
 				Unique:  false,
-				Columns: []*schema.Column{StepRunsColumns[15], StepRunsColumns[5], StepRunsColumns[8]},
+				Columns: []*schema.Column{StepRunsColumns[16], StepRunsColumns[5], StepRunsColumns[8]},
 				Annotation: &entsql.IndexAnnotation{
 					Where: "ready_at IS NOT NULL",
+				},
+			},
+			{
+				Name:    "steprun_tenant_id_limit_name",
+				Unique:  false,
+				Columns: []*schema.Column{StepRunsColumns[16], StepRunsColumns[15]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "limit_name IS NOT NULL AND (status = 'queued' OR status = 'running')",
 				},
 			},
 		},
@@ -2539,6 +2609,7 @@ var (
 		AuditLogsTable,
 		BulkOperationsTable,
 		BulkOperationItemsTable,
+		ConcurrencyLimitsTable,
 		ConnectionsTable,
 		CredentialsTable,
 		CredentialVersionsTable,
@@ -2598,6 +2669,7 @@ func init() {
 	AuditLogsTable.ForeignKeys[0].RefTable = TenantsTable
 	BulkOperationsTable.ForeignKeys[0].RefTable = TenantsTable
 	BulkOperationItemsTable.ForeignKeys[0].RefTable = TenantsTable
+	ConcurrencyLimitsTable.ForeignKeys[0].RefTable = TenantsTable
 	ConnectionsTable.ForeignKeys[0].RefTable = TenantsTable
 	ConnectionsTable.ForeignKeys[1].RefTable = CredentialsTable
 	CredentialsTable.ForeignKeys[0].RefTable = TenantsTable

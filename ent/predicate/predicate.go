@@ -21,6 +21,9 @@ type BulkOperation func(*sql.Selector)
 // BulkOperationItem is the predicate function for bulkoperationitem builders.
 type BulkOperationItem func(*sql.Selector)
 
+// ConcurrencyLimit is the predicate function for concurrencylimit builders.
+type ConcurrencyLimit func(*sql.Selector)
+
 // Connection is the predicate function for connection builders.
 type Connection func(*sql.Selector)
 

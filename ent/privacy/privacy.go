@@ -231,6 +231,30 @@ func (f BulkOperationItemMutationRuleFunc) EvalMutation(ctx context.Context, m e
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.BulkOperationItemMutation", m)
 }
 
+// The ConcurrencyLimitQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type ConcurrencyLimitQueryRuleFunc func(context.Context, *ent.ConcurrencyLimitQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f ConcurrencyLimitQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.ConcurrencyLimitQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.ConcurrencyLimitQuery", q)
+}
+
+// The ConcurrencyLimitMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type ConcurrencyLimitMutationRuleFunc func(context.Context, *ent.ConcurrencyLimitMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f ConcurrencyLimitMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.ConcurrencyLimitMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.ConcurrencyLimitMutation", m)
+}
+
 // The ConnectionQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type ConnectionQueryRuleFunc func(context.Context, *ent.ConnectionQuery) error
@@ -1428,6 +1452,8 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.BulkOperationItemQuery:
 		return q.Filter(), nil
+	case *ent.ConcurrencyLimitQuery:
+		return q.Filter(), nil
 	case *ent.ConnectionQuery:
 		return q.Filter(), nil
 	case *ent.CredentialQuery:
@@ -1540,6 +1566,8 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 	case *ent.BulkOperationMutation:
 		return m.Filter(), nil
 	case *ent.BulkOperationItemMutation:
+		return m.Filter(), nil
+	case *ent.ConcurrencyLimitMutation:
 		return m.Filter(), nil
 	case *ent.ConnectionMutation:
 		return m.Filter(), nil

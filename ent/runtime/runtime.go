@@ -11,6 +11,7 @@ import (
 	"github.com/sluicehq/sluice/ent/auditlog"
 	"github.com/sluicehq/sluice/ent/bulkoperation"
 	"github.com/sluicehq/sluice/ent/bulkoperationitem"
+	"github.com/sluicehq/sluice/ent/concurrencylimit"
 	"github.com/sluicehq/sluice/ent/connection"
 	"github.com/sluicehq/sluice/ent/credential"
 	"github.com/sluicehq/sluice/ent/credentialversion"
@@ -371,6 +372,83 @@ func init() {
 	// bulkoperationitem.IDValidator is a validator for the "id" field. It is called by the builders before save.
 	bulkoperationitem.IDValidator = func() func(string) error {
 		validators := bulkoperationitemDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	concurrencylimitMixin := schema.ConcurrencyLimit{}.Mixin()
+	concurrencylimit.Policy = privacy.NewPolicies(concurrencylimitMixin[1], schema.ConcurrencyLimit{})
+	concurrencylimit.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := concurrencylimit.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	concurrencylimitMixinHooks1 := concurrencylimitMixin[1].Hooks()
+
+	concurrencylimit.Hooks[1] = concurrencylimitMixinHooks1[0]
+	concurrencylimitMixinFields0 := concurrencylimitMixin[0].Fields()
+	_ = concurrencylimitMixinFields0
+	concurrencylimitMixinFields1 := concurrencylimitMixin[1].Fields()
+	_ = concurrencylimitMixinFields1
+	concurrencylimitMixinFields2 := concurrencylimitMixin[2].Fields()
+	_ = concurrencylimitMixinFields2
+	concurrencylimitFields := schema.ConcurrencyLimit{}.Fields()
+	_ = concurrencylimitFields
+	// concurrencylimitDescTenantID is the schema descriptor for tenant_id field.
+	concurrencylimitDescTenantID := concurrencylimitMixinFields1[0].Descriptor()
+	// concurrencylimit.TenantIDValidator is a validator for the "tenant_id" field. It is called by the builders before save.
+	concurrencylimit.TenantIDValidator = concurrencylimitDescTenantID.Validators[0].(func(string) error)
+	// concurrencylimitDescCreatedAt is the schema descriptor for created_at field.
+	concurrencylimitDescCreatedAt := concurrencylimitMixinFields2[0].Descriptor()
+	// concurrencylimit.DefaultCreatedAt holds the default value on creation for the created_at field.
+	concurrencylimit.DefaultCreatedAt = concurrencylimitDescCreatedAt.Default.(func() time.Time)
+	// concurrencylimitDescUpdatedAt is the schema descriptor for updated_at field.
+	concurrencylimitDescUpdatedAt := concurrencylimitMixinFields2[1].Descriptor()
+	// concurrencylimit.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	concurrencylimit.DefaultUpdatedAt = concurrencylimitDescUpdatedAt.Default.(func() time.Time)
+	// concurrencylimit.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	concurrencylimit.UpdateDefaultUpdatedAt = concurrencylimitDescUpdatedAt.UpdateDefault.(func() time.Time)
+	// concurrencylimitDescName is the schema descriptor for name field.
+	concurrencylimitDescName := concurrencylimitFields[0].Descriptor()
+	// concurrencylimit.NameValidator is a validator for the "name" field. It is called by the builders before save.
+	concurrencylimit.NameValidator = func() func(string) error {
+		validators := concurrencylimitDescName.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(name string) error {
+			for _, fn := range fns {
+				if err := fn(name); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// concurrencylimitDescMaxRunning is the schema descriptor for max_running field.
+	concurrencylimitDescMaxRunning := concurrencylimitFields[1].Descriptor()
+	// concurrencylimit.MaxRunningValidator is a validator for the "max_running" field. It is called by the builders before save.
+	concurrencylimit.MaxRunningValidator = concurrencylimitDescMaxRunning.Validators[0].(func(int) error)
+	// concurrencylimitDescID is the schema descriptor for id field.
+	concurrencylimitDescID := concurrencylimitMixinFields0[0].Descriptor()
+	// concurrencylimit.DefaultID holds the default value on creation for the id field.
+	concurrencylimit.DefaultID = concurrencylimitDescID.Default.(func() string)
+	// concurrencylimit.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	concurrencylimit.IDValidator = func() func(string) error {
+		validators := concurrencylimitDescID.Validators
 		fns := [...]func(string) error{
 			validators[0].(func(string) error),
 			validators[1].(func(string) error),

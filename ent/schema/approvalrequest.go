@@ -75,6 +75,8 @@ func (ApprovalRequest) Indexes() []ent.Index {
 	return []ent.Index{
 		// Not unique: a resumed run opens a new request; old ones stay in the trail.
 		index.Fields("tenant_id", "step_run_id"),
+		// A run's approvals (the retention purge clears their context).
+		index.Fields("tenant_id", "run_id").Annotations(entsql.IndexWhere("run_id IS NOT NULL")),
 		index.Fields("tenant_id", "status"),
 		// The expiry sweep of deployment requests (internal/protection).
 		index.Fields("tenant_id", "expires_at").Annotations(entsql.IndexWhere("kind = 'DEPLOYMENT' AND status = 'pending'")).StorageKey("approval_deployment_pending"),

@@ -106,7 +106,11 @@ func (EvaluationExample) Fields() []ent.Field {
 }
 
 func (EvaluationExample) Indexes() []ent.Index {
-	return []ent.Index{index.Fields("tenant_id", "evaluation_id", "position").Unique()}
+	return []ent.Index{
+		index.Fields("tenant_id", "evaluation_id", "position").Unique(),
+		// The retention purge keeps runs an evaluation's dataset holds.
+		index.Fields("tenant_id", "source_run_id"),
+	}
 }
 
 func (EvaluationExample) Annotations() []schema.Annotation {

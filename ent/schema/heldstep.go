@@ -32,8 +32,10 @@ func (HeldStep) Fields() []ent.Field {
 		field.Int("priority").Immutable().
 			Comment("The run's priority, 1 (first) to 5 (last)."),
 		field.String("reason").Immutable().
-			Comment("tenant_share (the tenant's share of the queue is full), tenant_concurrency (its plan's maxConcurrentSteps are running), key_concurrency (the run waits for its concurrency key) or tenant_runs (the run waits for its plan's maxConcurrentRuns)."),
+			Comment("Why it is held: tenant_share (the tenant's share of the queue is full), tenant_concurrency (its plan's maxConcurrentSteps are running), key_concurrency (its run waits for the workflow's concurrency key), tenant_runs (its run waits for the plan's maxConcurrentRuns) or named_limit (the named concurrency limit in limit_name is full)."),
 		field.Time("since").Immutable(),
+		field.String("limit_name").Optional().Nillable().Immutable().
+			Comment("Reason named_limit: the limit the step waits for (its release is by name)."),
 	}
 }
 
@@ -49,6 +51,9 @@ func (HeldStep) Indexes() []ent.Index {
 		index.Fields("tenant_id").
 			Annotations(entsql.IndexWhere("reason = 'tenant_share' OR reason = 'tenant_concurrency'")).
 			StorageKey("heldstep_dispatchable"),
+		// A named limit's release: its oldest held steps first.
+		index.Fields("tenant_id", "limit_name", "priority", "since").
+			Annotations(entsql.IndexWhere("limit_name IS NOT NULL")),
 	}
 }
 

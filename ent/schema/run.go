@@ -141,6 +141,11 @@ func (Run) Indexes() []ent.Index {
 		// under the key's lock).
 		index.Fields("tenant_id", "workflow_id", "environment_id", "concurrency_key", "created_at").StorageKey("run_concurrency_key").
 			Annotations(entsql.IndexWhere("concurrency_key IS NOT NULL AND (status = 'queued' OR status = 'running' OR status = 'waiting')")),
+		// The retention purge's check that no unfinished sandbox replay
+		// still reads a run (without it, each run the purge looks at scans
+		// the tenant's runs).
+		index.Fields("tenant_id", "replay_of").StorageKey("run_open_replay").
+			Annotations(entsql.IndexWhere("replay_of IS NOT NULL AND finished_at IS NULL")),
 		// Release analysis: a release's runs finished since its step began.
 		index.Fields("tenant_id", "release_id", "finished_at").
 			Annotations(entsql.IndexWhere("release_id IS NOT NULL")),

@@ -46,6 +46,9 @@ func (StepRun) Fields() []ent.Field {
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Time("started_at").Optional().Nillable(),
 		field.Time("finished_at").Optional().Nillable(),
+		field.String("limit_name").Optional().Nillable().
+			Comment("The named concurrency limit the step runs under (its definition's `limit`), set when it is claimed; only steps with a limit have one.").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 	}
 }
 
@@ -66,6 +69,11 @@ func (StepRun) Indexes() []ent.Index {
 		// finished step leaves the index and its final write adds no entry.
 		index.Fields("tenant_id", "status", "ready_at").
 			Annotations(entsql.IndexWhere("ready_at IS NOT NULL")),
+		// A named limit's busy steps (running, or released and not yet
+		// claimed), counted at each claim of a step with the limit
+		// (internal/runs/limits.go). Steps without a limit never enter it.
+		index.Fields("tenant_id", "limit_name").
+			Annotations(entsql.IndexWhere("limit_name IS NOT NULL AND (status = 'queued' OR status = 'running')")),
 	}
 }
 

@@ -50,6 +50,8 @@ const (
 	FieldStartedAt = "started_at"
 	// FieldFinishedAt holds the string denoting the finished_at field in the database.
 	FieldFinishedAt = "finished_at"
+	// FieldLimitName holds the string denoting the limit_name field in the database.
+	FieldLimitName = "limit_name"
 	// EdgeTenant holds the string denoting the tenant edge name in mutations.
 	EdgeTenant = "tenant"
 	// EdgeRun holds the string denoting the run edge name in mutations.
@@ -100,6 +102,7 @@ var Columns = []string{
 	FieldCostMicroUsd,
 	FieldStartedAt,
 	FieldFinishedAt,
+	FieldLimitName,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -251,6 +254,11 @@ func ByStartedAt(opts ...sql.OrderTermOption) OrderOption {
 // ByFinishedAt orders the results by the finished_at field.
 func ByFinishedAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldFinishedAt, opts...).ToFunc()
+}
+
+// ByLimitName orders the results by the limit_name field.
+func ByLimitName(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLimitName, opts...).ToFunc()
 }
 
 // ByTenantField orders the results by tenant field.

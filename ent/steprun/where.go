@@ -135,6 +135,11 @@ func FinishedAt(v time.Time) predicate.StepRun {
 	return predicate.StepRun(sql.FieldEQ(FieldFinishedAt, v))
 }
 
+// LimitName applies equality check predicate on the "limit_name" field. It's identical to LimitNameEQ.
+func LimitName(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldEQ(FieldLimitName, v))
+}
+
 // TenantIDEQ applies the EQ predicate on the "tenant_id" field.
 func TenantIDEQ(v string) predicate.StepRun {
 	return predicate.StepRun(sql.FieldEQ(FieldTenantID, v))
@@ -958,6 +963,81 @@ func FinishedAtIsNil() predicate.StepRun {
 // FinishedAtNotNil applies the NotNil predicate on the "finished_at" field.
 func FinishedAtNotNil() predicate.StepRun {
 	return predicate.StepRun(sql.FieldNotNull(FieldFinishedAt))
+}
+
+// LimitNameEQ applies the EQ predicate on the "limit_name" field.
+func LimitNameEQ(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldEQ(FieldLimitName, v))
+}
+
+// LimitNameNEQ applies the NEQ predicate on the "limit_name" field.
+func LimitNameNEQ(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldNEQ(FieldLimitName, v))
+}
+
+// LimitNameIn applies the In predicate on the "limit_name" field.
+func LimitNameIn(vs ...string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldIn(FieldLimitName, vs...))
+}
+
+// LimitNameNotIn applies the NotIn predicate on the "limit_name" field.
+func LimitNameNotIn(vs ...string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldNotIn(FieldLimitName, vs...))
+}
+
+// LimitNameGT applies the GT predicate on the "limit_name" field.
+func LimitNameGT(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldGT(FieldLimitName, v))
+}
+
+// LimitNameGTE applies the GTE predicate on the "limit_name" field.
+func LimitNameGTE(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldGTE(FieldLimitName, v))
+}
+
+// LimitNameLT applies the LT predicate on the "limit_name" field.
+func LimitNameLT(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldLT(FieldLimitName, v))
+}
+
+// LimitNameLTE applies the LTE predicate on the "limit_name" field.
+func LimitNameLTE(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldLTE(FieldLimitName, v))
+}
+
+// LimitNameContains applies the Contains predicate on the "limit_name" field.
+func LimitNameContains(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldContains(FieldLimitName, v))
+}
+
+// LimitNameHasPrefix applies the HasPrefix predicate on the "limit_name" field.
+func LimitNameHasPrefix(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldHasPrefix(FieldLimitName, v))
+}
+
+// LimitNameHasSuffix applies the HasSuffix predicate on the "limit_name" field.
+func LimitNameHasSuffix(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldHasSuffix(FieldLimitName, v))
+}
+
+// LimitNameIsNil applies the IsNil predicate on the "limit_name" field.
+func LimitNameIsNil() predicate.StepRun {
+	return predicate.StepRun(sql.FieldIsNull(FieldLimitName))
+}
+
+// LimitNameNotNil applies the NotNil predicate on the "limit_name" field.
+func LimitNameNotNil() predicate.StepRun {
+	return predicate.StepRun(sql.FieldNotNull(FieldLimitName))
+}
+
+// LimitNameEqualFold applies the EqualFold predicate on the "limit_name" field.
+func LimitNameEqualFold(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldEqualFold(FieldLimitName, v))
+}
+
+// LimitNameContainsFold applies the ContainsFold predicate on the "limit_name" field.
+func LimitNameContainsFold(v string) predicate.StepRun {
+	return predicate.StepRun(sql.FieldContainsFold(FieldLimitName, v))
 }
 
 // HasTenant applies the HasEdge predicate on the "tenant" edge.

@@ -42,6 +42,7 @@ import (
 	"github.com/sluicehq/sluice/internal/envvars"
 	"github.com/sluicehq/sluice/internal/escalation/spec"
 	"github.com/sluicehq/sluice/internal/evals"
+	"github.com/sluicehq/sluice/internal/limits"
 	"github.com/sluicehq/sluice/internal/protectspec"
 	"github.com/sluicehq/sluice/internal/releasespec"
 	"github.com/sluicehq/sluice/internal/schedules"
@@ -267,6 +268,17 @@ type ComplexityRoot struct {
 		FailureClass  func(childComplexity int) int
 		Status        func(childComplexity int) int
 		WorkflowID    func(childComplexity int) int
+	}
+
+	ConcurrencyLimit struct {
+		CreatedAt func(childComplexity int) int
+		Held      func(childComplexity int) int
+		ID        func(childComplexity int) int
+		Limit     func(childComplexity int) int
+		Name      func(childComplexity int) int
+		Running   func(childComplexity int) int
+		UpdatedAt func(childComplexity int) int
+		UpdatedBy func(childComplexity int) int
 	}
 
 	ConcurrencySetting struct {
@@ -925,6 +937,7 @@ type ComplexityRoot struct {
 		CreateWorkflow           func(childComplexity int, input model.CreateWorkflowInput) int
 		CreateWorkflowVersion    func(childComplexity int, input model.CreateWorkflowVersionInput) int
 		DecideApproval           func(childComplexity int, input model.DecideApprovalInput) int
+		DeleteConcurrencyLimit   func(childComplexity int, name string) int
 		DeleteCredential         func(childComplexity int, id string) int
 		DeleteEscalationPolicy   func(childComplexity int, id string) int
 		DeleteModelPrice         func(childComplexity int, id string) int
@@ -960,6 +973,7 @@ type ComplexityRoot struct {
 		RotateTriggerSecret      func(childComplexity int, id string, secret *string) int
 		RotateWebhookSecret      func(childComplexity int, id string) int
 		SendEvent                func(childComplexity int, input model.SendEventInput) int
+		SetConcurrencyLimit      func(childComplexity int, input model.SetConcurrencyLimitInput) int
 		SetConnectionEnabled     func(childComplexity int, credentialID string, enabled bool) int
 		SetEnvironmentProtection func(childComplexity int, input model.SetEnvironmentProtectionInput) int
 		SetEnvironmentVariable   func(childComplexity int, input model.SetEnvironmentVariableInput) int
@@ -1071,6 +1085,7 @@ type ComplexityRoot struct {
 		AuditLogs            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.AuditLogOrder, where *ent.AuditLogWhereInput) int
 		BulkOperation        func(childComplexity int, id string) int
 		BulkOperations       func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, status *bulkoperation.Status) int
+		ConcurrencyLimits    func(childComplexity int) int
 		CostReport           func(childComplexity int, from time.Time, to time.Time, groupBy []model.CostGroupBy) int
 		Credentials          func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy *ent.CredentialOrder, where *ent.CredentialWhereInput) int
 		DeadLetter           func(childComplexity int, workflowID *string, environmentID *string, limit *int) int
@@ -1111,6 +1126,12 @@ type ComplexityRoot struct {
 		Workflows            func(childComplexity int, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, orderBy []*ent.WorkflowOrder, where *ent.WorkflowWhereInput) int
 	}
 
+	QueueHeldCount struct {
+		OldestSince func(childComplexity int) int
+		Reason      func(childComplexity int) int
+		Steps       func(childComplexity int) int
+	}
+
 	QueueStats struct {
 		At     func(childComplexity int) int
 		Groups func(childComplexity int) int
@@ -1120,6 +1141,7 @@ type ComplexityRoot struct {
 	QueueStatsRow struct {
 		ApprovalsOpen             func(childComplexity int) int
 		EnvironmentID             func(childComplexity int) int
+		Held                      func(childComplexity int) int
 		OldestApprovalAgeSeconds  func(childComplexity int) int
 		OldestApprovalAt          func(childComplexity int) int
 		OldestReadyStepAgeSeconds func(childComplexity int) int
@@ -1127,6 +1149,7 @@ type ComplexityRoot struct {
 		RunsQueued                func(childComplexity int) int
 		RunsRunning               func(childComplexity int) int
 		RunsWaiting               func(childComplexity int) int
+		StepsHeld                 func(childComplexity int) int
 		StepsReady                func(childComplexity int) int
 		WorkflowID                func(childComplexity int) int
 	}
@@ -1942,6 +1965,8 @@ type MutationResolver interface {
 	AddMember(ctx context.Context, subject string, roles []string) (*ent.Member, error)
 	UpdateMember(ctx context.Context, id string, roles []string) (*ent.Member, error)
 	RemoveMember(ctx context.Context, id string) (string, error)
+	SetConcurrencyLimit(ctx context.Context, input model.SetConcurrencyLimitInput) (*limits.Limit, error)
+	DeleteConcurrencyLimit(ctx context.Context, name string) (string, error)
 	SkipStep(ctx context.Context, runID string, stepID string, output any, reason string) (*ent.Run, error)
 	RetryStep(ctx context.Context, runID string, stepID string, reason string) (*ent.Run, error)
 	PauseWorkflow(ctx context.Context, input model.PauseWorkflowInput) (*model.Pause, error)
@@ -2021,6 +2046,7 @@ type QueryResolver interface {
 	DriftReport(ctx context.Context, workflowID string) ([]*ent.DriftChange, error)
 	Evaluations(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int, workflowID *string) (*ent.EvaluationConnection, error)
 	Exports(ctx context.Context, after *entgql.Cursor[string], first *int, before *entgql.Cursor[string], last *int) (*ent.ExportConnection, error)
+	ConcurrencyLimits(ctx context.Context) ([]*limits.Limit, error)
 	RateLimitCooldowns(ctx context.Context) ([]*ent.RateLimitCooldown, error)
 	RetentionPolicy(ctx context.Context, scope *retentionpolicy.Scope, targetID *string) (*model.RetentionPolicy, error)
 	RetentionPolicies(ctx context.Context) ([]*model.RetentionPolicy, error)
@@ -2853,6 +2879,55 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.BulkRunFilterValue.WorkflowID(childComplexity), true
+
+	case "ConcurrencyLimit.createdAt":
+		if e.ComplexityRoot.ConcurrencyLimit.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ConcurrencyLimit.CreatedAt(childComplexity), true
+	case "ConcurrencyLimit.held":
+		if e.ComplexityRoot.ConcurrencyLimit.Held == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ConcurrencyLimit.Held(childComplexity), true
+	case "ConcurrencyLimit.id":
+		if e.ComplexityRoot.ConcurrencyLimit.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ConcurrencyLimit.ID(childComplexity), true
+	case "ConcurrencyLimit.limit":
+		if e.ComplexityRoot.ConcurrencyLimit.Limit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ConcurrencyLimit.Limit(childComplexity), true
+	case "ConcurrencyLimit.name":
+		if e.ComplexityRoot.ConcurrencyLimit.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ConcurrencyLimit.Name(childComplexity), true
+	case "ConcurrencyLimit.running":
+		if e.ComplexityRoot.ConcurrencyLimit.Running == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ConcurrencyLimit.Running(childComplexity), true
+	case "ConcurrencyLimit.updatedAt":
+		if e.ComplexityRoot.ConcurrencyLimit.UpdatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ConcurrencyLimit.UpdatedAt(childComplexity), true
+	case "ConcurrencyLimit.updatedBy":
+		if e.ComplexityRoot.ConcurrencyLimit.UpdatedBy == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ConcurrencyLimit.UpdatedBy(childComplexity), true
 
 	case "ConcurrencySetting.key":
 		if e.ComplexityRoot.ConcurrencySetting.Key == nil {
@@ -5761,6 +5836,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DecideApproval(childComplexity, args["input"].(model.DecideApprovalInput)), true
+	case "Mutation.deleteConcurrencyLimit":
+		if e.ComplexityRoot.Mutation.DeleteConcurrencyLimit == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteConcurrencyLimit_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteConcurrencyLimit(childComplexity, args["name"].(string)), true
 	case "Mutation.deleteCredential":
 		if e.ComplexityRoot.Mutation.DeleteCredential == nil {
 			break
@@ -6146,6 +6232,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SendEvent(childComplexity, args["input"].(model.SendEventInput)), true
+	case "Mutation.setConcurrencyLimit":
+		if e.ComplexityRoot.Mutation.SetConcurrencyLimit == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_setConcurrencyLimit_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.SetConcurrencyLimit(childComplexity, args["input"].(model.SetConcurrencyLimitInput)), true
 	case "Mutation.setConnectionEnabled":
 		if e.ComplexityRoot.Mutation.SetConnectionEnabled == nil {
 			break
@@ -6777,6 +6874,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.BulkOperations(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["status"].(*bulkoperation.Status)), true
+	case "Query.concurrencyLimits":
+		if e.ComplexityRoot.Query.ConcurrencyLimits == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Query.ConcurrencyLimits(childComplexity), true
 	case "Query.costReport":
 		if e.ComplexityRoot.Query.CostReport == nil {
 			break
@@ -7167,6 +7270,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Query.Workflows(childComplexity, args["after"].(*entgql.Cursor[string]), args["first"].(*int), args["before"].(*entgql.Cursor[string]), args["last"].(*int), args["orderBy"].([]*ent.WorkflowOrder), args["where"].(*ent.WorkflowWhereInput)), true
 
+	case "QueueHeldCount.oldestSince":
+		if e.ComplexityRoot.QueueHeldCount.OldestSince == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueHeldCount.OldestSince(childComplexity), true
+	case "QueueHeldCount.reason":
+		if e.ComplexityRoot.QueueHeldCount.Reason == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueHeldCount.Reason(childComplexity), true
+	case "QueueHeldCount.steps":
+		if e.ComplexityRoot.QueueHeldCount.Steps == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueHeldCount.Steps(childComplexity), true
+
 	case "QueueStats.at":
 		if e.ComplexityRoot.QueueStats.At == nil {
 			break
@@ -7198,6 +7320,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.QueueStatsRow.EnvironmentID(childComplexity), true
+	case "QueueStatsRow.held":
+		if e.ComplexityRoot.QueueStatsRow.Held == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.Held(childComplexity), true
 	case "QueueStatsRow.oldestApprovalAgeSeconds":
 		if e.ComplexityRoot.QueueStatsRow.OldestApprovalAgeSeconds == nil {
 			break
@@ -7240,6 +7368,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.QueueStatsRow.RunsWaiting(childComplexity), true
+	case "QueueStatsRow.stepsHeld":
+		if e.ComplexityRoot.QueueStatsRow.StepsHeld == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStatsRow.StepsHeld(childComplexity), true
 	case "QueueStatsRow.stepsReady":
 		if e.ComplexityRoot.QueueStatsRow.StepsReady == nil {
 			break
@@ -10396,6 +10530,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("ScheduleActionOrder", ec.unmarshalInputScheduleActionOrder),
 			graphql.NewInputUnmarshaler("ScheduleOrder", ec.unmarshalInputScheduleOrder),
 			graphql.NewInputUnmarshaler("SendEventInput", ec.unmarshalInputSendEventInput),
+			graphql.NewInputUnmarshaler("SetConcurrencyLimitInput", ec.unmarshalInputSetConcurrencyLimitInput),
 			graphql.NewInputUnmarshaler("SetEnvironmentProtectionInput", ec.unmarshalInputSetEnvironmentProtectionInput),
 			graphql.NewInputUnmarshaler("SetEnvironmentVariableInput", ec.unmarshalInputSetEnvironmentVariableInput),
 			graphql.NewInputUnmarshaler("SetEnvironmentVariablesInput", ec.unmarshalInputSetEnvironmentVariablesInput),
@@ -10553,6 +10688,18 @@ type QueueStatsRow {
   oldestApprovalAt: Time
   "Seconds since oldestApprovalAt, at ` + "`" + `at` + "`" + `; 0 without one."
   oldestApprovalAgeSeconds: Float!
+  "Ready steps flow control holds in Postgres (fair dispatch's share, the plan's maxConcurrentSteps, a concurrency key, a named limit); they are not in stepsReady."
+  stepsHeld: Int!
+  "stepsHeld by reason, one entry per reason with held steps, in QueueReason order."
+  held: [QueueHeldCount!]!
+}
+
+"Steps held for one reason."
+type QueueHeldCount {
+  reason: QueueReason!
+  steps: Int!
+  "Since when the longest-held of them is held."
+  oldestSince: Time!
 }
 
 extend type Query {
@@ -18680,6 +18827,43 @@ extend type Mutation {
   removeMember(id: ID!): ID!
 }
 `, BuiltIn: false},
+	{Name: "../namedlimits.graphql", Input: `# Named concurrency limits (internal/limits): a tenant's limits shared across
+# workflows; a step names one with ` + "`" + `limit` + "`" + ` in its definition.
+
+"A named concurrency limit: at most ` + "`" + `limit` + "`" + ` steps that name it run at once, across every workflow and environment of the tenant."
+type ConcurrencyLimit {
+  id: ID!
+  "Lower-case letters, digits, '-', '_' and '.', 1 to 63 characters; steps name the limit so (` + "`" + `limit: \"crm-api\"` + "`" + `)."
+  name: String!
+  "Steps that may run under it at once, 1 to 10,000."
+  limit: Int!
+  "Steps under it running now."
+  running: Int!
+  "Steps that name it, held until a running one leaves."
+  held: Int!
+  "The subject that set it last."
+  updatedBy: String!
+  createdAt: Time!
+  updatedAt: Time!
+}
+
+input SetConcurrencyLimitInput {
+  name: String!
+  limit: Int!
+}
+
+extend type Query {
+  "The tenant's named concurrency limits, by name. Every role may read them."
+  concurrencyLimits: [ConcurrencyLimit!]!
+}
+
+extend type Mutation {
+  "Admins only. Creates the limit, or changes its limit when the name exists (a raised limit releases held steps at once)."
+  setConcurrencyLimit(input: SetConcurrencyLimitInput!): ConcurrencyLimit!
+  "Admins only. Returns the deleted limit's name. Steps that still name it run unlimited; new versions naming it are refused until it is set again."
+  deleteConcurrencyLimit(name: String!): String!
+}
+`, BuiltIn: false},
 	{Name: "../overrides.graphql", Input: `# Operator overrides of one step of a run (see README "Operator overrides").
 
 extend type Mutation {
@@ -18712,12 +18896,14 @@ Why a run is held. PAUSED: its workflow is paused in its environment.
 TENANT_SHARE: fair dispatch holds one of its steps in Postgres because its tenant already has its share of ready steps in the queue.
 TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps, or has the plan's maxConcurrentRuns runs unfinished (plan.maxConcurrentRuns).
 KEY_CONCURRENCY: its workflow's concurrency limit is reached for its key (the definition's concurrency.key) in its environment; it starts when an earlier run with the key finishes.
+NAMED_LIMIT: one of its steps names a concurrency limit (the step's ` + "`" + `limit` + "`" + `) whose steps are all running; it starts when one of them leaves.
 """
 enum QueueReason {
   PAUSED
   TENANT_SHARE
   TENANT_CONCURRENCY
   KEY_CONCURRENCY
+  NAMED_LIMIT
 }
 
 "A workflow paused in one environment. It outlives deploys of new versions; resumeWorkflow ends it."
@@ -20302,6 +20488,28 @@ func (ec *executionContext) childFields_BulkRunFilterValue(ctx context.Context, 
 	return nil, fmt.Errorf("no field named %q was found under type BulkRunFilterValue", field.Name)
 }
 
+func (ec *executionContext) childFields_ConcurrencyLimit(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_ConcurrencyLimit_id(ctx, field)
+	case "name":
+		return ec.fieldContext_ConcurrencyLimit_name(ctx, field)
+	case "limit":
+		return ec.fieldContext_ConcurrencyLimit_limit(ctx, field)
+	case "running":
+		return ec.fieldContext_ConcurrencyLimit_running(ctx, field)
+	case "held":
+		return ec.fieldContext_ConcurrencyLimit_held(ctx, field)
+	case "updatedBy":
+		return ec.fieldContext_ConcurrencyLimit_updatedBy(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_ConcurrencyLimit_createdAt(ctx, field)
+	case "updatedAt":
+		return ec.fieldContext_ConcurrencyLimit_updatedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ConcurrencyLimit", field.Name)
+}
+
 func (ec *executionContext) childFields_ConcurrencySetting(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "limit":
@@ -21726,6 +21934,18 @@ func (ec *executionContext) childFields_Pause(ctx context.Context, field graphql
 	return nil, fmt.Errorf("no field named %q was found under type Pause", field.Name)
 }
 
+func (ec *executionContext) childFields_QueueHeldCount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "reason":
+		return ec.fieldContext_QueueHeldCount_reason(ctx, field)
+	case "steps":
+		return ec.fieldContext_QueueHeldCount_steps(ctx, field)
+	case "oldestSince":
+		return ec.fieldContext_QueueHeldCount_oldestSince(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type QueueHeldCount", field.Name)
+}
+
 func (ec *executionContext) childFields_QueueStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "at":
@@ -21762,6 +21982,10 @@ func (ec *executionContext) childFields_QueueStatsRow(ctx context.Context, field
 		return ec.fieldContext_QueueStatsRow_oldestApprovalAt(ctx, field)
 	case "oldestApprovalAgeSeconds":
 		return ec.fieldContext_QueueStatsRow_oldestApprovalAgeSeconds(ctx, field)
+	case "stepsHeld":
+		return ec.fieldContext_QueueStatsRow_stepsHeld(ctx, field)
+	case "held":
+		return ec.fieldContext_QueueStatsRow_held(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type QueueStatsRow", field.Name)
 }
@@ -23968,6 +24192,20 @@ func (ec *executionContext) field_Mutation_decideApproval_args(ctx context.Conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_deleteConcurrencyLimit_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "name",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["name"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_deleteCredential_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -24530,6 +24768,20 @@ func (ec *executionContext) field_Mutation_sendEvent_args(ctx context.Context, r
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (model.SendEventInput, error) {
 			return ec.unmarshalNSendEventInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSendEventInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_setConcurrencyLimit_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.SetConcurrencyLimitInput, error) {
+			return ec.unmarshalNSetConcurrencyLimitInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetConcurrencyLimitInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -29749,6 +30001,190 @@ func (ec *executionContext) _BulkRunFilterValue_failureClass(ctx context.Context
 }
 func (ec *executionContext) fieldContext_BulkRunFilterValue_failureClass(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("BulkRunFilterValue", field, false, false, "String")
+}
+
+func (ec *executionContext) _ConcurrencyLimit_id(ctx context.Context, field graphql.CollectedField, obj *limits.Limit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ConcurrencyLimit_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ConcurrencyLimit_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ConcurrencyLimit", field, false, false, "ID")
+}
+
+func (ec *executionContext) _ConcurrencyLimit_name(ctx context.Context, field graphql.CollectedField, obj *limits.Limit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ConcurrencyLimit_name(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Name, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ConcurrencyLimit_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ConcurrencyLimit", field, false, false, "String")
+}
+
+func (ec *executionContext) _ConcurrencyLimit_limit(ctx context.Context, field graphql.CollectedField, obj *limits.Limit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ConcurrencyLimit_limit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Limit, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ConcurrencyLimit_limit(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ConcurrencyLimit", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ConcurrencyLimit_running(ctx context.Context, field graphql.CollectedField, obj *limits.Limit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ConcurrencyLimit_running(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Running, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ConcurrencyLimit_running(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ConcurrencyLimit", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ConcurrencyLimit_held(ctx context.Context, field graphql.CollectedField, obj *limits.Limit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ConcurrencyLimit_held(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Held, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ConcurrencyLimit_held(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ConcurrencyLimit", field, false, false, "Int")
+}
+
+func (ec *executionContext) _ConcurrencyLimit_updatedBy(ctx context.Context, field graphql.CollectedField, obj *limits.Limit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ConcurrencyLimit_updatedBy(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedBy, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ConcurrencyLimit_updatedBy(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ConcurrencyLimit", field, false, false, "String")
+}
+
+func (ec *executionContext) _ConcurrencyLimit_createdAt(ctx context.Context, field graphql.CollectedField, obj *limits.Limit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ConcurrencyLimit_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ConcurrencyLimit_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ConcurrencyLimit", field, false, false, "Time")
+}
+
+func (ec *executionContext) _ConcurrencyLimit_updatedAt(ctx context.Context, field graphql.CollectedField, obj *limits.Limit) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ConcurrencyLimit_updatedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.UpdatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ConcurrencyLimit_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("ConcurrencyLimit", field, false, false, "Time")
 }
 
 func (ec *executionContext) _ConcurrencySetting_limit(ctx context.Context, field graphql.CollectedField, obj *model.ConcurrencySetting) (ret graphql.Marshaler) {
@@ -41942,6 +42378,94 @@ func (ec *executionContext) fieldContext_Mutation_removeMember(ctx context.Conte
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_setConcurrencyLimit(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_setConcurrencyLimit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().SetConcurrencyLimit(ctx, fc.Args["input"].(model.SetConcurrencyLimitInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *limits.Limit) graphql.Marshaler {
+			return ec.marshalNConcurrencyLimit2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋlimitsᚐLimit(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_setConcurrencyLimit(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ConcurrencyLimit(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_setConcurrencyLimit_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteConcurrencyLimit(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteConcurrencyLimit(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteConcurrencyLimit(ctx, fc.Args["name"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteConcurrencyLimit(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type String does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteConcurrencyLimit_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_skipStep(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -46608,6 +47132,38 @@ func (ec *executionContext) fieldContext_Query_exports(ctx context.Context, fiel
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_concurrencyLimits(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_concurrencyLimits(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Query().ConcurrencyLimits(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*limits.Limit) graphql.Marshaler {
+			return ec.marshalNConcurrencyLimit2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋlimitsᚐLimitᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_concurrencyLimits(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ConcurrencyLimit(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query_rateLimitCooldowns(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -47111,6 +47667,75 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _QueueHeldCount_reason(ctx context.Context, field graphql.CollectedField, obj *model.QueueHeldCount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueHeldCount_reason(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Reason, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.QueueReason) graphql.Marshaler {
+			return ec.marshalNQueueReason2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueReason(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueHeldCount_reason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueHeldCount", field, false, false, "QueueReason")
+}
+
+func (ec *executionContext) _QueueHeldCount_steps(ctx context.Context, field graphql.CollectedField, obj *model.QueueHeldCount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueHeldCount_steps(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Steps, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueHeldCount_steps(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueHeldCount", field, false, false, "Int")
+}
+
+func (ec *executionContext) _QueueHeldCount_oldestSince(ctx context.Context, field graphql.CollectedField, obj *model.QueueHeldCount) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueHeldCount_oldestSince(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OldestSince, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueHeldCount_oldestSince(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueHeldCount", field, false, false, "Time")
+}
+
 func (ec *executionContext) _QueueStats_at(ctx context.Context, field graphql.CollectedField, obj *model.QueueStats) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -47449,6 +48074,61 @@ func (ec *executionContext) _QueueStatsRow_oldestApprovalAgeSeconds(ctx context.
 }
 func (ec *executionContext) fieldContext_QueueStatsRow_oldestApprovalAgeSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Float")
+}
+
+func (ec *executionContext) _QueueStatsRow_stepsHeld(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_stepsHeld(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.StepsHeld, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_stepsHeld(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStatsRow", field, false, false, "Int")
+}
+
+func (ec *executionContext) _QueueStatsRow_held(ctx context.Context, field graphql.CollectedField, obj *model.QueueStatsRow) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStatsRow_held(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Held, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.QueueHeldCount) graphql.Marshaler {
+			return ec.marshalNQueueHeldCount2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueHeldCountᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStatsRow_held(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "QueueStatsRow",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_QueueHeldCount(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _RateLimit_id(ctx context.Context, field graphql.CollectedField, obj *ent.RateLimit) (ret graphql.Marshaler) {
@@ -81201,6 +81881,55 @@ func UnmarshalSendEventInput(ctx context.Context, raw any) (model.SendEventInput
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputSetConcurrencyLimitInput(ctx context.Context, obj any) (model.SetConcurrencyLimitInput, error) {
+	var it model.SetConcurrencyLimitInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "limit"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "limit":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("limit"))
+			data, err := ec.unmarshalNInt2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Limit = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalSetConcurrencyLimitInput unmarshals raw into the SetConcurrencyLimitInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalSetConcurrencyLimitInput(ctx context.Context, raw any) (model.SetConcurrencyLimitInput, error) {
+	var out model.SetConcurrencyLimitInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "SetConcurrencyLimitInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputSetEnvironmentProtectionInput(ctx context.Context, obj any) (model.SetEnvironmentProtectionInput, error) {
 	var it model.SetEnvironmentProtectionInput
 	if obj == nil {
@@ -88485,6 +89214,74 @@ func (ec *executionContext) _BulkRunFilterValue(ctx context.Context, sel ast.Sel
 	return out
 }
 
+var concurrencyLimitImplementors = []string{"ConcurrencyLimit"}
+
+func (ec *executionContext) _ConcurrencyLimit(ctx context.Context, sel ast.SelectionSet, obj *limits.Limit) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, concurrencyLimitImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("ConcurrencyLimit")
+		case "id":
+			out.Values[i] = ec._ConcurrencyLimit_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "name":
+			out.Values[i] = ec._ConcurrencyLimit_name(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "limit":
+			out.Values[i] = ec._ConcurrencyLimit_limit(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "running":
+			out.Values[i] = ec._ConcurrencyLimit_running(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "held":
+			out.Values[i] = ec._ConcurrencyLimit_held(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatedBy":
+			out.Values[i] = ec._ConcurrencyLimit_updatedBy(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "createdAt":
+			out.Values[i] = ec._ConcurrencyLimit_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updatedAt":
+			out.Values[i] = ec._ConcurrencyLimit_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var concurrencySettingImplementors = []string{"ConcurrencySetting"}
 
 func (ec *executionContext) _ConcurrencySetting(ctx context.Context, sel ast.SelectionSet, obj *model.ConcurrencySetting) graphql.Marshaler {
@@ -92847,6 +93644,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "setConcurrencyLimit":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_setConcurrencyLimit(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteConcurrencyLimit":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteConcurrencyLimit(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "skipStep":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_skipStep(ctx, field)
@@ -93913,6 +94724,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_exports(ctx, field)
 				})
+		case "concurrencyLimits":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_concurrencyLimits(ctx, field)
+				})
 		case "rateLimitCooldowns":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
 				true, true,
@@ -93992,6 +94809,49 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 			})
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var queueHeldCountImplementors = []string{"QueueHeldCount"}
+
+func (ec *executionContext) _QueueHeldCount(ctx context.Context, sel ast.SelectionSet, obj *model.QueueHeldCount) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, queueHeldCountImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("QueueHeldCount")
+		case "reason":
+			out.Values[i] = ec._QueueHeldCount_reason(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "steps":
+			out.Values[i] = ec._QueueHeldCount_steps(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "oldestSince":
+			out.Values[i] = ec._QueueHeldCount_oldestSince(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -94116,6 +94976,16 @@ func (ec *executionContext) _QueueStatsRow(ctx context.Context, sel ast.Selectio
 			}
 		case "oldestApprovalAgeSeconds":
 			out.Values[i] = ec._QueueStatsRow_oldestApprovalAgeSeconds(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "stepsHeld":
+			out.Values[i] = ec._QueueStatsRow_stepsHeld(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "held":
+			out.Values[i] = ec._QueueStatsRow_held(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -99245,6 +100115,30 @@ func (ec *executionContext) marshalNBulkRunFilterValue2ᚖgithubᚗcomᚋsluiceh
 	return ec._BulkRunFilterValue(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNConcurrencyLimit2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋlimitsᚐLimitᚄ(ctx context.Context, sel ast.SelectionSet, v []*limits.Limit) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNConcurrencyLimit2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋlimitsᚐLimit(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNConcurrencyLimit2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋinternalᚋlimitsᚐLimit(ctx context.Context, sel ast.SelectionSet, v *limits.Limit) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "ConcurrencyLimit!")
+		return graphql.Null
+	}
+	return ec._ConcurrencyLimit(ctx, sel, v)
+}
+
 func (ec *executionContext) unmarshalNCostGroupBy2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐCostGroupBy(ctx context.Context, v any) (model.CostGroupBy, error) {
 	var res model.CostGroupBy
 	err := res.UnmarshalGQL(v)
@@ -100713,6 +101607,40 @@ func (ec *executionContext) unmarshalNPromoteDeploymentInput2githubᚗcomᚋslui
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNQueueHeldCount2ᚕᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueHeldCountᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.QueueHeldCount) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNQueueHeldCount2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueHeldCount(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNQueueHeldCount2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueHeldCount(ctx context.Context, sel ast.SelectionSet, v *model.QueueHeldCount) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "QueueHeldCount!")
+		return graphql.Null
+	}
+	return ec._QueueHeldCount(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNQueueReason2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueReason(ctx context.Context, v any) (model.QueueReason, error) {
+	var res model.QueueReason
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNQueueReason2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueReason(ctx context.Context, sel ast.SelectionSet, v model.QueueReason) graphql.Marshaler {
+	return v
+}
+
 func (ec *executionContext) marshalNQueueStats2ᚖgithubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐQueueStats(ctx context.Context, sel ast.SelectionSet, v *model.QueueStats) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "QueueStats!")
@@ -101452,6 +102380,11 @@ func (ec *executionContext) marshalNSendEventPayload2ᚖgithubᚗcomᚋsluicehq�
 		return graphql.Null
 	}
 	return ec._SendEventPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNSetConcurrencyLimitInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetConcurrencyLimitInput(ctx context.Context, v any) (model.SetConcurrencyLimitInput, error) {
+	res, err := ec.unmarshalInputSetConcurrencyLimitInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNSetEnvironmentProtectionInput2githubᚗcomᚋsluicehqᚋsluiceᚋgraphᚋmodelᚐSetEnvironmentProtectionInput(ctx context.Context, v any) (model.SetEnvironmentProtectionInput, error) {

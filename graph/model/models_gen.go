@@ -533,6 +533,14 @@ type PromoteDeploymentInput struct {
 	WorkflowID        string `json:"workflowID"`
 }
 
+// Steps held for one reason.
+type QueueHeldCount struct {
+	Reason QueueReason `json:"reason"`
+	Steps  int         `json:"steps"`
+	// Since when the longest-held of them is held.
+	OldestSince time.Time `json:"oldestSince"`
+}
+
 // The unfinished work of a tenant, read from Postgres at `at`.
 type QueueStats struct {
 	// When the figures were read (the server's clock).
@@ -561,6 +569,10 @@ type QueueStatsRow struct {
 	OldestApprovalAt *time.Time `json:"oldestApprovalAt,omitempty"`
 	// Seconds since oldestApprovalAt, at `at`; 0 without one.
 	OldestApprovalAgeSeconds float64 `json:"oldestApprovalAgeSeconds"`
+	// Ready steps flow control holds in Postgres (fair dispatch's share, the plan's maxConcurrentSteps, a concurrency key, a named limit); they are not in stepsReady.
+	StepsHeld int `json:"stepsHeld"`
+	// stepsHeld by reason, one entry per reason with held steps, in QueueReason order.
+	Held []*QueueHeldCount `json:"held"`
 }
 
 // A policy's live state, read from Redis.
@@ -795,6 +807,11 @@ type SendEventPayload struct {
 	Duplicate bool `json:"duplicate"`
 	// How many waiting steps the event resumed (at most 1,000, one per run).
 	Resumed int `json:"resumed"`
+}
+
+type SetConcurrencyLimitInput struct {
+	Name  string `json:"name"`
+	Limit int    `json:"limit"`
 }
 
 // Replaces the protection of an environment; one that requires nothing removes it.
@@ -1402,6 +1419,7 @@ func (e PauseMode) MarshalJSON() ([]byte, error) {
 // TENANT_SHARE: fair dispatch holds one of its steps in Postgres because its tenant already has its share of ready steps in the queue.
 // TENANT_CONCURRENCY: its tenant already runs the plan's maxConcurrentSteps, or has the plan's maxConcurrentRuns runs unfinished (plan.maxConcurrentRuns).
 // KEY_CONCURRENCY: its workflow's concurrency limit is reached for its key (the definition's concurrency.key) in its environment; it starts when an earlier run with the key finishes.
+// NAMED_LIMIT: one of its steps names a concurrency limit (the step's `limit`) whose steps are all running; it starts when one of them leaves.
 type QueueReason string
 
 const (
@@ -1409,6 +1427,7 @@ const (
 	QueueReasonTenantShare       QueueReason = "TENANT_SHARE"
 	QueueReasonTenantConcurrency QueueReason = "TENANT_CONCURRENCY"
 	QueueReasonKeyConcurrency    QueueReason = "KEY_CONCURRENCY"
+	QueueReasonNamedLimit        QueueReason = "NAMED_LIMIT"
 )
 
 var AllQueueReason = []QueueReason{
@@ -1416,11 +1435,12 @@ var AllQueueReason = []QueueReason{
 	QueueReasonTenantShare,
 	QueueReasonTenantConcurrency,
 	QueueReasonKeyConcurrency,
+	QueueReasonNamedLimit,
 }
 
 func (e QueueReason) IsValid() bool {
 	switch e {
-	case QueueReasonPaused, QueueReasonTenantShare, QueueReasonTenantConcurrency, QueueReasonKeyConcurrency:
+	case QueueReasonPaused, QueueReasonTenantShare, QueueReasonTenantConcurrency, QueueReasonKeyConcurrency, QueueReasonNamedLimit:
 		return true
 	}
 	return false

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -27,12 +28,27 @@ type BacklogRow struct {
 	// is when the oldest opened.
 	ApprovalsOpen    int64
 	OldestApprovalAt *time.Time
+	// StepsHeld are ready steps flow control holds in Postgres (held_steps:
+	// fair dispatch, the plan's cap, a concurrency key, a named limit);
+	// Held breaks them down by reason.
+	StepsHeld int64
+	Held      []HeldCount
+}
+
+// HeldCount is how many of a group's steps are held for one reason
+// (held_steps.reason: tenant_share, tenant_concurrency, key_concurrency,
+// named_limit, ...), and since when the longest-held one is.
+type HeldCount struct {
+	Reason      string    `json:"reason"`
+	Steps       int64     `json:"steps"`
+	OldestSince time.Time `json:"oldest"`
 }
 
 // backlogSQL reads a tenant's backlog by workflow and environment in one
 // statement: runs not finished (the runs index on (tenant_id, status,
 // created_at)), steps due and not started (the step index on (tenant_id,
-// status, ready_at)), approvals pending (on (tenant_id, status)). $2 and
+// status, ready_at)), approvals pending (on (tenant_id, status)), steps
+// held by flow control by reason (held_steps by (tenant_id, run_id)). $2 and
 // $3 filter by workflow and environment when not empty; $4 is now.
 const backlogSQL = `
 WITH r AS (
@@ -55,11 +71,23 @@ a AS (
   FROM approval_requests a JOIN runs r ON r.tenant_id = a.tenant_id AND r.id = a.run_id
   WHERE a.tenant_id = $1 AND a.status = 'pending'
     AND ($2 = '' OR r.workflow_id = $2) AND ($3 = '' OR r.environment_id = $3)
-  GROUP BY r.workflow_id, r.environment_id)
+  GROUP BY r.workflow_id, r.environment_id),
+hr AS (
+  SELECT r.workflow_id, r.environment_id, h.reason, count(*) AS n, min(h.since) AS oldest
+  FROM held_steps h JOIN runs r ON r.tenant_id = h.tenant_id AND r.id = h.run_id
+  WHERE h.tenant_id = $1
+    AND ($2 = '' OR r.workflow_id = $2) AND ($3 = '' OR r.environment_id = $3)
+  GROUP BY r.workflow_id, r.environment_id, h.reason),
+h AS (
+  SELECT workflow_id, environment_id, sum(n)::bigint AS held,
+         json_agg(json_build_object('reason', reason, 'steps', n, 'oldest', oldest) ORDER BY reason) AS reasons
+  FROM hr GROUP BY workflow_id, environment_id)
 SELECT workflow_id, environment_id,
        coalesce(r.queued, 0), coalesce(r.running, 0), coalesce(r.waiting, 0),
-       coalesce(s.ready, 0), s.oldest, coalesce(a.open, 0), a.oldest
+       coalesce(s.ready, 0), s.oldest, coalesce(a.open, 0), a.oldest,
+       coalesce(h.held, 0), h.reasons
 FROM r FULL JOIN s USING (workflow_id, environment_id) FULL JOIN a USING (workflow_id, environment_id)
+  FULL JOIN h USING (workflow_id, environment_id)
 ORDER BY workflow_id, environment_id`
 
 // QueueStats reads the backlog of the caller's tenant by workflow and
@@ -127,9 +155,18 @@ func backlog(ctx context.Context, c *ent.Client, tenantID, workflowID, environme
 	for rows.Next() {
 		var r BacklogRow
 		var ready, approval sql.NullTime
+		var reasons []byte
 		if err := rows.Scan(&r.WorkflowID, &r.EnvironmentID, &r.RunsQueued, &r.RunsRunning, &r.RunsWaiting,
-			&r.StepsReady, &ready, &r.ApprovalsOpen, &approval); err != nil {
+			&r.StepsReady, &ready, &r.ApprovalsOpen, &approval, &r.StepsHeld, &reasons); err != nil {
 			return nil, err
+		}
+		if len(reasons) > 0 {
+			if err := json.Unmarshal(reasons, &r.Held); err != nil {
+				return nil, fmt.Errorf("queue stats: held steps: %w", err)
+			}
+			for i := range r.Held {
+				r.Held[i].OldestSince = r.Held[i].OldestSince.UTC()
+			}
 		}
 		if ready.Valid {
 			t := ready.Time.UTC()

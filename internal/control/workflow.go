@@ -84,6 +84,9 @@ func (s *Service) CreateWorkflowVersion(ctx context.Context, workflowID string, 
 	if err != nil {
 		return nil, err
 	}
+	if err := checkLimitRefs(ctx, c, def); err != nil {
+		return nil, err
+	}
 	last, err := wf.QueryVersions().Order(ent.Desc(workflowversion.FieldNumber)).First(ctx)
 	next := 1
 	switch {
@@ -124,6 +127,9 @@ func (s *Service) UpdateWorkflowVersion(ctx context.Context, id string, raw map[
 	if err != nil {
 		return nil, err
 	}
+	if err := checkLimitRefs(ctx, c, def); err != nil {
+		return nil, err
+	}
 	wv, err = wv.Update().SetDefinition(raw).SetSchemaVersion(def.SchemaVersion).SetContentHash(def.Hash()).Save(ctx)
 	if err != nil {
 		return nil, err
@@ -156,6 +162,9 @@ func (s *Service) PublishWorkflowVersion(ctx context.Context, id string) (*ent.W
 		return nil, err
 	}
 	if err := checkEscalationRefs(ctx, c, def); err != nil {
+		return nil, err
+	}
+	if err := checkLimitRefs(ctx, c, def); err != nil {
 		return nil, err
 	}
 	wv, err = wv.Update().
@@ -302,6 +311,9 @@ func CheckDeployable(ctx context.Context, c *ent.Client, wv *ent.WorkflowVersion
 		return err
 	}
 	if err := checkCredentials(ctx, c, def, env.ID); err != nil {
+		return err
+	}
+	if err := checkLimitRefs(ctx, c, def); err != nil {
 		return err
 	}
 	return checkVariables(ctx, c, def, env)

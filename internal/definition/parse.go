@@ -124,6 +124,9 @@ type Step struct {
 	Timeout       Duration     `json:"timeout,omitzero"`
 	LatencyBudget Duration     `json:"latencyBudget,omitzero"`
 	Retry         *RetryPolicy `json:"retry,omitempty"`
+	// Limit names a concurrency limit of the tenant (http and llm steps):
+	// at most that many steps naming it run at once, across workflows.
+	Limit string `json:"limit,omitempty"`
 
 	// http
 	Request *HTTPRequest `json:"request,omitempty"`

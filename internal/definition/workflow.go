@@ -68,6 +68,24 @@ type EscalationRef struct {
 	Policy string
 }
 
+// LimitRef is a step's reference to a named concurrency limit.
+type LimitRef struct {
+	Index int    // the step's index in Steps
+	Name  string // the limit's name
+}
+
+// LimitRefs lists the named concurrency limits the definition's steps
+// name, in step order.
+func (d *Definition) LimitRefs() []LimitRef {
+	var out []LimitRef
+	for i, s := range d.Steps {
+		if s.Limit != "" {
+			out = append(out, LimitRef{Index: i, Name: s.Limit})
+		}
+	}
+	return out
+}
+
 // EscalationRefs lists the escalation policies the definition's approval
 // steps name, in step order.
 func (d *Definition) EscalationRefs() []EscalationRef {

@@ -7,7 +7,10 @@
 // steps as a safety net (after a crash, a Redis wipe or a change of a plan),
 // which also releases runs waiting for a workflow's concurrency key or for
 // the tenant's cap on runs that a finishing run did not release
-// (runs.Service.ReleaseKeys, ReleaseRuns).
+// (runs.Service.ReleaseKeys, ReleaseRuns), and steps held
+// for a named concurrency limit whose release was lost or found the
+// limit's lock taken (runs.Service.ReleaseLimits; ReleaseLimits asks for
+// one at once).
 // Nothing here decides what runs: the release itself is one SQL function,
 // serialised per tenant in Postgres, so any number of workers may run it.
 package dispatch
@@ -35,6 +38,11 @@ type Store interface {
 	// finishing run releases them itself; this recovers those it could
 	// not, and applies a raised or removed cap); it returns how many steps.
 	ReleaseRuns(ctx context.Context, tenantID string) (int, error)
+	// ReleaseLimits releases the steps held for the tenant's named
+	// concurrency limits that fit under them (a step leaving a limit
+	// releases them itself; this recovers those it could not); it returns
+	// how many.
+	ReleaseLimits(ctx context.Context, tenantID string) (int, error)
 }
 
 // Releaser runs releases for tenants that asked (Release) and sweeps.
@@ -46,7 +54,10 @@ type Releaser struct {
 	mu      sync.Mutex
 	pending map[string]bool // tenants asked for since their last release began
 	running map[string]bool // tenants with a release in flight
-	sem     chan struct{}   // bounds releases in flight across tenants
+	// limitsPending and limitsRunning are pending and running for
+	// ReleaseLimits.
+	limitsPending, limitsRunning map[string]bool
+	sem                          chan struct{} // bounds releases in flight across tenants
 }
 
 // New returns a Releaser that sweeps every sweep (if zero, a second).
@@ -57,7 +68,8 @@ func New(s Store, log *slog.Logger, sweep time.Duration) *Releaser {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Releaser{store: s, log: log, sweep: sweep, pending: map[string]bool{}, running: map[string]bool{}, sem: make(chan struct{}, 4)}
+	return &Releaser{store: s, log: log, sweep: sweep, pending: map[string]bool{}, running: map[string]bool{},
+		limitsPending: map[string]bool{}, limitsRunning: map[string]bool{}, sem: make(chan struct{}, 4)}
 }
 
 // Release asks for a release of the tenant's held steps. It never blocks:
@@ -97,6 +109,39 @@ func (r *Releaser) loop(tenantID string) {
 	}
 }
 
+// ReleaseLimits asks for a release of the steps held for the tenant's
+// named limits (a step left a limit whose lock was taken). It never
+// blocks, and coalesces like Release.
+func (r *Releaser) ReleaseLimits(tenantID string) {
+	r.mu.Lock()
+	if r.limitsRunning[tenantID] {
+		r.limitsPending[tenantID] = true
+		r.mu.Unlock()
+		return
+	}
+	r.limitsRunning[tenantID] = true
+	r.mu.Unlock()
+	go func() {
+		for {
+			r.sem <- struct{}{}
+			_, err := r.store.ReleaseLimits(context.Background(), tenantID)
+			<-r.sem
+			if err != nil {
+				r.log.Warn("release named limits", "tenant_id", tenantID, "err", err)
+			}
+			r.mu.Lock()
+			again := r.limitsPending[tenantID]
+			delete(r.limitsPending, tenantID)
+			if !again {
+				delete(r.limitsRunning, tenantID)
+				r.mu.Unlock()
+				return
+			}
+			r.mu.Unlock()
+		}
+	}()
+}
+
 // Run sweeps until ctx ends: every tenant with held steps gets a release.
 func (r *Releaser) Run(ctx context.Context) {
 	t := time.NewTicker(r.sweep)
@@ -130,6 +175,7 @@ func (r *Releaser) SweepOnce(ctx context.Context) error {
 		// After the keys: a key's release may hold its runs for the
 		// tenant's cap instead.
 		_, rerr := r.store.ReleaseRuns(ctx, id)
+		_, lerr := r.store.ReleaseLimits(ctx, id)
 		<-r.sem
 		if err != nil {
 			r.log.Warn("release held steps", "tenant_id", id, "err", err)
@@ -139,6 +185,9 @@ func (r *Releaser) SweepOnce(ctx context.Context) error {
 		}
 		if rerr != nil {
 			r.log.Warn("release runs waiting for the tenant's cap", "tenant_id", id, "err", rerr)
+		}
+		if lerr != nil {
+			r.log.Warn("release named limits", "tenant_id", id, "err", lerr)
 		}
 	}
 	return nil

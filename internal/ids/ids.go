@@ -63,6 +63,7 @@ const (
 	BulkOperationItem          = "boi"
 	RetentionPolicy            = "rtp"
 	RetentionPass              = "rtr"
+	ConcurrencyLimit           = "cl"
 )
 
 var (

@@ -227,12 +227,16 @@ const (
 	// QueueKeyConcurrency: the workflow's concurrency limit for the run's
 	// key is reached in its environment (internal/runs/concurrency.go).
 	QueueKeyConcurrency QueueReason = "KEY_CONCURRENCY"
+	// QueueNamedLimit: one of the run's steps names a concurrency limit
+	// whose steps all run (internal/runs/limits.go).
+	QueueNamedLimit QueueReason = "NAMED_LIMIT"
 )
 
 // Held says why an unfinished run is held and since when: PAUSED while its
 // workflow is paused in its environment, since the pause or the run's
 // creation, whichever is later; otherwise TENANT_SHARE or
-// TENANT_CONCURRENCY while fair dispatch holds one of its steps, since the
+// TENANT_CONCURRENCY while fair dispatch holds one of its steps (KEY_CONCURRENCY,
+// NAMED_LIMIT for a concurrency key or a named limit), since the
 // oldest such step was held. A finished run is not held.
 func Held(ctx context.Context, c *ent.Client, r *ent.Run) (QueueReason, *time.Time, error) {
 	switch r.Status {
@@ -266,6 +270,8 @@ func Held(ctx context.Context, c *ent.Client, r *ent.Run) (QueueReason, *time.Ti
 	case "tenant_runs":
 		// The plan's maxConcurrentRuns (internal/runs/runcap.go).
 		reason = QueueTenantConcurrency
+	case "named_limit":
+		reason = QueueNamedLimit
 	}
 	return reason, &h.Since, nil
 }

@@ -378,6 +378,10 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 			if free, err := s.claimSlot(ctx, sr); err != nil || !free {
 				return nil, 0, err
 			}
+			// A step that names a concurrency limit: wait for its turn.
+			if free, err := s.claimLimit(ctx, step, sr, pure); err != nil || !free {
+				return nil, 0, err
+			}
 			if handled, err := s.decide(ctx, step, sr); handled || err != nil {
 				return nil, 0, err
 			}
@@ -429,6 +433,9 @@ func (s *runState) claimStep(ctx context.Context, step *definition.Step, sr *ent
 		u := changeStep().SetStatus(steprun.StatusRunning)
 		if sr.StartedAt == nil {
 			u.SetStartedAt(s.now)
+		}
+		if step.Limit != "" && !pure {
+			u.SetLimitName(step.Limit)
 		}
 		if pure {
 			// Its result commits with its start: one write of the step

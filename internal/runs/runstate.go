@@ -83,6 +83,9 @@ type runState struct {
 	// noKeyRelease: when the run finishes, it releases no run waiting for
 	// its concurrency key (concurrency.go): a new run takes its place.
 	noKeyRelease bool
+	// limitsLeft are the named limits whose steps stopped holding a slot
+	// since the last flush (limits.go): the flush releases their held steps.
+	limitsLeft []string
 	// deferEval marks a run state changed by an API request: starting a
 	// step that evaluates a tenant expression is left to a worker (see
 	// decide.go).
@@ -356,6 +359,10 @@ func (s *runState) flush(ctx context.Context) error {
 			return err
 		}
 	}
+	// Steps with a named limit that left make room for its held ones.
+	if err := s.releaseLimits(ctx); err != nil {
+		return err
+	}
 	if s.finishedRun {
 		// A run with a concurrency key makes room for the key's next one.
 		if err := s.releaseKey(ctx); err != nil {
@@ -503,6 +510,9 @@ func (s *runState) replaceStep(sr *ent.StepRun, u *stepChange) {
 		f(&updated)
 	}
 	s.steps[sr.StepID] = &updated
+	if updated.Status != sr.Status {
+		s.noteLimitLeft(sr, &updated)
+	}
 	if updated.Status != sr.Status && s.counts != nil {
 		if s.counts[string(sr.Status)]--; s.counts[string(sr.Status)] <= 0 {
 			delete(s.counts, string(sr.Status))

@@ -52,6 +52,8 @@ type Service struct {
 	// share and releaser: fair dispatch (dispatch.go).
 	share    int
 	releaser Releaser
+	// stepLimits: version id -> its steps' named limits (limits.go).
+	stepLimits sync.Map
 }
 
 // Options configure a Service.

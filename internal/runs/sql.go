@@ -523,6 +523,9 @@ func (u *stepChange) SetFinishedAt(v time.Time) *stepChange {
 func (u *stepChange) ClearFinishedAt() *stepChange {
 	return u.on("finished_at", nil, func(s *ent.StepRun) { s.FinishedAt = nil })
 }
+func (u *stepChange) SetLimitName(v string) *stepChange {
+	return u.on("limit_name", v, func(s *ent.StepRun) { s.LimitName = &v })
+}
 func (u *stepChange) SetUpdatedAt(v time.Time) *stepChange {
 	return u.on("updated_at", v, func(s *ent.StepRun) { s.UpdatedAt = v })
 }

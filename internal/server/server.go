@@ -13,6 +13,7 @@ import (
 	"errors"
 	"github.com/sluicehq/sluice/internal/bulk"
 	"github.com/sluicehq/sluice/internal/concurrency"
+	"github.com/sluicehq/sluice/internal/limits"
 	"github.com/sluicehq/sluice/internal/pause"
 	"io"
 	"log/slog"
@@ -126,7 +127,8 @@ func New(d Deps) *Server {
 	s := &Server{}
 	presenter := graph.ErrorPresenter(d.Log)
 	schema := graph.Costed(generated.NewExecutableSchema(generated.Config{Resolvers: &graph.Resolver{Control: d.Control, Runs: d.Runs, Webhooks: d.Webhooks, Escalation: d.Escalation, SLA: d.SLA, Releases: d.Releases, Evals: d.Evals, Protection: d.Protection, RateLimits: d.RateLimits, Connections: d.Connections, Scheduler: d.Schedules, Bulk: d.Bulk, Triggers: d.Triggers, Exporter: d.Exports, PublicURL: d.Config.PublicURL, Retention: d.Retention,
-		Pause: pause.New(pause.Options{Events: d.Webhooks, Runs: d.Runs}), Concurrency: concurrency.New(nil)}}))
+		Pause: pause.New(pause.Options{Events: d.Webhooks, Runs: d.Runs}), Concurrency: concurrency.New(nil),
+		Limits: limits.New(limitReleaser(d.Runs))}}))
 	gql := handler.New(schema)
 	// Order matters: the first transport that supports a request serves it.
 	gql.AddTransport(websocketTransport(d.Config, d.Auth, d.Leases, d.Log))
@@ -345,3 +347,12 @@ func writeError(w http.ResponseWriter, status int, code errs.Code, msg string) {
 }
 
 var _ graphql.HandlerExtension = depthLimit{}
+
+// limitReleaser is the run state machine as the named limits' Releaser,
+// or nil without one.
+func limitReleaser(r *runs.Service) limits.Releaser {
+	if r == nil {
+		return nil
+	}
+	return r
+}
