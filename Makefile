@@ -12,7 +12,7 @@ dev: services
 ## the tests, in a copy of the checkout
 test: services vet
 	@./.ci/check-generated & gen=$$!; \
-	$(GO) test -count=1 -parallel 4 -timeout 25m ./...; rc=$$?; \
+	$(GO) test -count=1 -timeout 25m ./...; rc=$$?; \
 	wait $$gen || rc=1; exit $$rc
 
 build:
@@ -37,7 +37,7 @@ unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 e2e: services
-	$(GO) test -count=1 -parallel 4 -timeout 25m ./e2e
+	$(GO) test -count=1 -timeout 25m ./e2e
 
 ## bench: measure Sluice on this machine against its targets (BENCHMARKS.md); BENCH_FLAGS=--smoke for a quick check
 bench: services
