@@ -51,13 +51,11 @@ type Releaser struct {
 	log   *slog.Logger
 	sweep time.Duration
 
-	mu      sync.Mutex
-	pending map[string]bool // tenants asked for since their last release began
-	running map[string]bool // tenants with a release in flight
-	// limitsPending and limitsRunning are pending and running for
-	// ReleaseLimits.
-	limitsPending, limitsRunning map[string]bool
-	sem                          chan struct{} // bounds releases in flight across tenants
+	mu sync.Mutex
+	// pending and running are keyed by release kind and tenant: asked
+	// for since the last release began, and a release in flight.
+	pending, running map[releaseKey]bool
+	sem              chan struct{} // bounds releases in flight across tenants
 }
 
 // New returns a Releaser that sweeps every sweep (if zero, a second).
@@ -68,78 +66,62 @@ func New(s Store, log *slog.Logger, sweep time.Duration) *Releaser {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Releaser{store: s, log: log, sweep: sweep, pending: map[string]bool{}, running: map[string]bool{},
-		limitsPending: map[string]bool{}, limitsRunning: map[string]bool{}, sem: make(chan struct{}, 4)}
+	return &Releaser{store: s, log: log, sweep: sweep, pending: map[releaseKey]bool{}, running: map[releaseKey]bool{},
+		sem: make(chan struct{}, 4)}
+}
+
+// releaseKey is one kind of release of one tenant.
+type releaseKey struct {
+	limits bool // named limits (ReleaseLimits), else fair dispatch's held steps
+	tenant string
 }
 
 // Release asks for a release of the tenant's held steps. It never blocks:
 // a tenant with a release in flight gets one more after it, whatever the
 // number of asks in between.
-func (r *Releaser) Release(tenantID string) {
-	r.mu.Lock()
-	if r.running[tenantID] {
-		r.pending[tenantID] = true
-		r.mu.Unlock()
-		return
-	}
-	r.running[tenantID] = true
-	r.mu.Unlock()
-	go r.loop(tenantID)
-}
-
-// loop releases for one tenant until no ask is pending.
-func (r *Releaser) loop(tenantID string) {
-	for {
-		r.sem <- struct{}{}
-		n, err := r.store.ReleaseHeld(context.Background(), tenantID)
-		<-r.sem
-		if err != nil {
-			r.log.Warn("release held steps", "tenant_id", tenantID, "err", err)
-		}
-		r.mu.Lock()
-		again := r.pending[tenantID]
-		delete(r.pending, tenantID)
-		if !again {
-			delete(r.running, tenantID)
-			r.mu.Unlock()
-			return
-		}
-		r.mu.Unlock()
-		_ = n
-	}
-}
+func (r *Releaser) Release(tenantID string) { r.ask(releaseKey{tenant: tenantID}) }
 
 // ReleaseLimits asks for a release of the steps held for the tenant's
 // named limits (a step left a limit whose lock was taken). It never
 // blocks, and coalesces like Release.
-func (r *Releaser) ReleaseLimits(tenantID string) {
+func (r *Releaser) ReleaseLimits(tenantID string) { r.ask(releaseKey{limits: true, tenant: tenantID}) }
+
+func (r *Releaser) ask(k releaseKey) {
 	r.mu.Lock()
-	if r.limitsRunning[tenantID] {
-		r.limitsPending[tenantID] = true
+	if r.running[k] {
+		r.pending[k] = true
 		r.mu.Unlock()
 		return
 	}
-	r.limitsRunning[tenantID] = true
+	r.running[k] = true
 	r.mu.Unlock()
-	go func() {
-		for {
-			r.sem <- struct{}{}
-			_, err := r.store.ReleaseLimits(context.Background(), tenantID)
-			<-r.sem
-			if err != nil {
-				r.log.Warn("release named limits", "tenant_id", tenantID, "err", err)
-			}
-			r.mu.Lock()
-			again := r.limitsPending[tenantID]
-			delete(r.limitsPending, tenantID)
-			if !again {
-				delete(r.limitsRunning, tenantID)
-				r.mu.Unlock()
-				return
-			}
-			r.mu.Unlock()
+	go r.loop(k)
+}
+
+// loop runs one kind of release for one tenant until no ask is pending.
+func (r *Releaser) loop(k releaseKey) {
+	for {
+		r.sem <- struct{}{}
+		var err error
+		if k.limits {
+			_, err = r.store.ReleaseLimits(context.Background(), k.tenant)
+		} else {
+			_, err = r.store.ReleaseHeld(context.Background(), k.tenant)
 		}
-	}()
+		<-r.sem
+		if err != nil {
+			r.log.Warn("release held steps", "tenant_id", k.tenant, "named_limits", k.limits, "err", err)
+		}
+		r.mu.Lock()
+		again := r.pending[k]
+		delete(r.pending, k)
+		if !again {
+			delete(r.running, k)
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+	}
 }
 
 // Run sweeps until ctx ends: every tenant with held steps gets a release.
