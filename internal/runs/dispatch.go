@@ -188,25 +188,37 @@ func (e *Service) HeldTenants(ctx context.Context) ([]string, error) {
 // step_type, attempt_id, version_id) rows, and makes the step tasks that
 // send what it released; rows without an attempt are left out.
 func releasedTasks(ctx context.Context, q store.Querier, now time.Time, tenantID, sql string, args ...any) ([]tasks.Task, error) {
+	ts, _, err := releasedRows(ctx, q, now, tenantID, "", sql, args...)
+	return ts, err
+}
+
+// releasedRows is releasedTasks for release functions that also say when
+// they found their lock taken (a row whose run_id is NULL: locked), with the
+// tasks' Variant (empty: the attempt's own task id).
+func releasedRows(ctx context.Context, q store.Querier, now time.Time, tenantID, variant, sql string, args ...any) (ts []tasks.Task, locked bool, err error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	ts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (tasks.Task, error) {
-		var runID, stepID, typ, versionID string
-		var attemptID *string
+	ts, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (tasks.Task, error) {
+		var runID, stepID, typ, attemptID, versionID *string
 		if err := r.Scan(&runID, &stepID, &typ, &attemptID, &versionID); err != nil {
 			return tasks.Task{}, err
+		}
+		if runID == nil {
+			locked = true
+			return tasks.Task{}, nil
 		}
 		if attemptID == nil {
 			return tasks.Task{}, nil
 		}
-		t := stepTask(tenantID, runID, stepID, typ, *attemptID, now)
-		t.VersionID = versionID
+		t := stepTask(tenantID, *runID, *stepID, *typ, *attemptID, now)
+		t.VersionID = *versionID
+		t.Variant = variant
 		return t, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return slices.DeleteFunc(ts, func(t tasks.Task) bool { return t.ID == "" }), nil
+	return slices.DeleteFunc(ts, func(t tasks.Task) bool { return t.ID == "" }), locked, nil
 }

@@ -142,43 +142,19 @@ func (e *Service) releaseLimit(ctx context.Context, tenantID, name string, wait 
 	if err != nil {
 		return nil, false, err
 	}
-	rows, err := q.Query(ctx, `SELECT run_id, step_id, step_type, attempt_id, version_id FROM sluice_release_limit($1, $2, $3, $4)`,
-		tenantID, name, e.now(), wait)
-	if err != nil {
-		return nil, false, fmt.Errorf("release named limit %q: %w", name, err)
-	}
-	ok = true
 	now := e.now()
-	for rows.Next() {
-		var runID, stepID, typ, versionID *string
-		var attemptID *string
-		if err := rows.Scan(&runID, &stepID, &typ, &attemptID, &versionID); err != nil {
-			rows.Close()
-			return nil, false, fmt.Errorf("release named limit %q: %w", name, err)
-		}
-		if runID == nil {
-			ok = false // the lock was taken
-			continue
-		}
-		if attemptID == nil {
-			continue
-		}
-		t := stepTask(tenantID, *runID, *stepID, *typ, *attemptID, now)
-		t.VersionID = *versionID
-		// A queue task of its own: the attempt's first task may still be
-		// in flight (its claim held the step moments ago), and the queue
-		// refuses a second task with its id.
-		t.Variant = "l" + strconv.FormatInt(now.UnixMilli(), 36)
-		ts = append(ts, t)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	// A queue task of its own: the attempt's first task may still be in
+	// flight (its claim held the step moments ago), and the queue refuses
+	// a second task with its id.
+	ts, locked, err := releasedRows(ctx, q, now, tenantID, "l"+strconv.FormatInt(now.UnixMilli(), 36),
+		`SELECT run_id, step_id, step_type, attempt_id, version_id FROM sluice_release_limit($1, $2, $3, $4)`, tenantID, name, now, wait)
+	if err != nil {
 		return nil, false, fmt.Errorf("release named limit %q: %w", name, err)
 	}
 	if e.metrics != nil && len(ts) > 0 {
 		e.metrics.releasedSteps(len(ts))
 	}
-	return ts, ok, nil
+	return ts, !locked, nil
 }
 
 // ReleaseLimit releases, in the caller's transaction (a limit raised or
