@@ -3,10 +3,7 @@ package runs
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/definition"
@@ -60,9 +57,8 @@ func (e *Service) effectiveConcurrency(ctx context.Context, r *ent.Run, nr newRu
 		return nil, err
 	}
 	var s *string
-	err = q.QueryRow(ctx, `SELECT json_build_object('limit', c.run_limit, 'key', c.key, 'onLimit', c.on_limit)::text FROM workflow_concurrencies c
-		WHERE c.tenant_id = $1 AND c.workflow_id = $2 AND c.environment_id = $3`, r.TenantID, r.WorkflowID, r.EnvironmentID).Scan(&s)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	err = q.QueryRow(ctx, "SELECT "+envConcurrencySelect("$1", "$2", "$3"), r.TenantID, r.WorkflowID, r.EnvironmentID).Scan(&s)
+	if err != nil {
 		return nil, fmt.Errorf("workflow concurrency override: %w", err)
 	}
 	o, err := parseEnvConcurrency(s)
