@@ -296,7 +296,7 @@ func (m *Manifest) Validate() error {
 	}
 	for name, n := range m.Limits {
 		if !limits.ValidName(name) {
-			bad("limits."+name, "a limit's name must be 1 to 63 lower-case letters, digits, '-', '_' or '.'")
+			bad("limits."+name, "a limit's name "+limits.NameRule)
 		}
 		if n < 1 || n > limits.MaxLimit {
 			bad("limits."+name, "must be between 1 and %d", limits.MaxLimit)

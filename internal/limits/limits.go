@@ -41,6 +41,9 @@ var nameRE = regexp.MustCompile(`^[a-z0-9._-]{1,63}$`)
 // digits, '-', '_' and '.', 1 to 63 characters.
 func ValidName(name string) bool { return nameRE.MatchString(name) }
 
+// NameRule is what ValidName asks of a name, as error messages say it.
+const NameRule = "must be 1 to 63 lower-case letters, digits, '-', '_' or '.'"
+
 // Releaser releases, in the caller's transaction, the steps held for a
 // limit that fit under it now, and sends them after commit
 // (runs.Service.ReleaseLimit).
@@ -65,7 +68,7 @@ func New(runs Releaser) *Service {
 func Check(path, name string, limit int) []errs.Problem {
 	var p []errs.Problem
 	if !ValidName(name) {
-		p = append(p, errs.Problem{Path: path + ".name", Message: "must be 1 to 63 lower-case letters, digits, '-', '_' or '.'"})
+		p = append(p, errs.Problem{Path: path + ".name", Message: NameRule})
 	}
 	if limit < 1 || limit > MaxLimit {
 		p = append(p, errs.Problem{Path: path + ".limit", Message: fmt.Sprintf("must be between 1 and %d", MaxLimit)})
@@ -159,7 +162,7 @@ func (s *Service) Delete(ctx context.Context, name string) (string, error) {
 		return "", err
 	}
 	if !ValidName(name) {
-		return "", errs.Invalid("name", "must be 1 to 63 lower-case letters, digits, '-', '_' or '.'")
+		return "", errs.Invalid("name", NameRule)
 	}
 	if err := lockName(ctx, c, v.TenantID, name); err != nil {
 		return "", err
