@@ -57,3 +57,43 @@ func TestEnvironmentScopedKeyOnRound2Objects(t *testing.T) {
 		t.Errorf("members after the scoped key's addMember: %v", n)
 	}
 }
+
+// TestEnvironmentScopedKeyOnConcurrencyLimits: a key scoped to the
+// development environment cannot set or delete a named limit (they are
+// tenant-wide), nor set or read a workflow's concurrency in production; a
+// set in its own environment works. Nothing is written by the refusals.
+func TestEnvironmentScopedKeyOnConcurrencyLimits(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "envscope-limits")
+	f.owner.ok(`mutation { setConcurrencyLimit(input: {name: "crm-api", limit: 3}) { name } }`, nil)
+	key := f.owner.ok(`mutation($e: ID!) { createAPIKey(input: {name: "dev-only", roles: [ADMIN, EDITOR], environmentID: $e}) { token } }`, map[string]any{"e": f.envID})
+	scoped := newClient(t, 1, str(key, "createAPIKey.token"))
+	refused := func(what, query string, vars map[string]any) {
+		t.Helper()
+		r := scoped.do(query, vars)
+		if c := r.Code(); c != "FORBIDDEN" && c != "NOT_FOUND" {
+			t.Errorf("%s with a key of another environment: %s", what, r.Raw)
+		}
+	}
+	const setWC = `mutation($w: ID!, $e: ID!) { setWorkflowConcurrency(input: {workflowID: $w, environmentID: $e, concurrency: {limit: 1}}) { source } }`
+	refused("setConcurrencyLimit", `mutation { setConcurrencyLimit(input: {name: "crm-api", limit: 50}) { name } }`, nil)
+	refused("deleteConcurrencyLimit", `mutation { deleteConcurrencyLimit(name: "crm-api") }`, nil)
+	refused("setWorkflowConcurrency", setWC, map[string]any{"w": f.workflowID, "e": f.prodEnvID})
+	refused("workflowConcurrency", `query($w: ID!, $e: ID!) { workflowConcurrency(workflowID: $w, environmentID: $e) { source } }`,
+		map[string]any{"w": f.workflowID, "e": f.prodEnvID})
+	// In its own environment the key may set it.
+	if src := str(scoped.ok(setWC, map[string]any{"w": f.workflowID, "e": f.envID}), "setWorkflowConcurrency.source"); src != "ENVIRONMENT" {
+		t.Errorf("set in the key's own environment: source %q", src)
+	}
+
+	// Nothing was written by the refusals.
+	list, _ := get(f.owner.ok(`{ concurrencyLimits { name limit } }`, nil), "concurrencyLimits").([]any)
+	if len(list) != 1 || get(list[0], "limit") != float64(3) {
+		t.Errorf("limits after the scoped key's mutations: %v", list)
+	}
+	prod := f.owner.ok(`query($w: ID!, $e: ID!) { workflowConcurrency(workflowID: $w, environmentID: $e) { source override { limit } } }`,
+		map[string]any{"w": f.workflowID, "e": f.prodEnvID})
+	if o := get(prod, "workflowConcurrency.override"); o != nil {
+		t.Errorf("production override after the scoped key's set: %v", o)
+	}
+}
