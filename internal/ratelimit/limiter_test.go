@@ -37,12 +37,16 @@ func deferral(t *testing.T, err error) *steps.Deferral {
 	return d
 }
 
-// TestGCRAReservesSlots: at 10/s with no burst, the first call goes and the
-// next ones get slots 100ms apart, reserved: each attempt coming back at its
-// slot goes, even though others asked in between; before it, it waits.
+// TestGCRAReservesSlots: at 2.5/s with no burst, the first call goes and
+// the next ones get slots 400ms apart, reserved: each attempt coming back at
+// its slot goes, even though others asked in between; before it, it waits.
+// The limiter's clock is Redis's (TIME in its script), so the interval is
+// long enough that a busy machine's pause between two calls cannot reach
+// the next slot.
 func TestGCRAReservesSlots(t *testing.T) {
 	ctx := context.Background()
-	l := newTestLimiter(t, "ten_a", policy{id: "p1", host: "api.test", across: true, interval: 100 * time.Millisecond})
+	const iv = 400 * time.Millisecond
+	l := newTestLimiter(t, "ten_a", policy{id: "p1", host: "api.test", across: true, interval: iv})
 	if _, err := l.Acquire(ctx, call("ten_a", "a1")); err != nil {
 		t.Fatalf("first call: %v", err)
 	}
@@ -52,10 +56,10 @@ func TestGCRAReservesSlots(t *testing.T) {
 	if d2.Cause != "rate" || d2.Scope != "p:p1" || d2.Reason != steps.DeferRateLimit {
 		t.Fatalf("deferral: %+v", d2)
 	}
-	if gap := d3.Until.Sub(d2.Until); gap < 90*time.Millisecond || gap > 110*time.Millisecond {
-		t.Fatalf("slots %s apart, want 100ms", gap)
+	if gap := d3.Until.Sub(d2.Until); gap < iv-10*time.Millisecond || gap > iv+10*time.Millisecond {
+		t.Fatalf("slots %s apart, want %s", gap, iv)
 	}
-	if w := d2.Until.Sub(start); w > 150*time.Millisecond {
+	if w := d2.Until.Sub(start); w > iv+50*time.Millisecond {
 		t.Fatalf("second slot %s away", w)
 	}
 	// Before its slot, a2 still waits for the same slot (not a new one).
@@ -77,7 +81,7 @@ func TestGCRAReservesSlots(t *testing.T) {
 	}
 	// Coming back well after its slot (a slow worker), it does not go at
 	// once with others delayed alike: it takes a new slot.
-	time.Sleep(time.Until(d4.Until) + 250*time.Millisecond)
+	time.Sleep(time.Until(d4.Until) + 5*iv/2)
 	_, _ = l.Acquire(ctx, call("ten_a", "a9")) // another call takes the free slot now
 	if _, err := l.Acquire(ctx, call("ten_a", "a2")); err == nil {
 		t.Fatal("a reservation used late went at once")
