@@ -186,6 +186,8 @@ func openApp(ctx context.Context, cfg *config.Config, log *slog.Logger) (*app, e
 	// Every process that commits run changes (serve and worker) publishes
 	// them to the API processes' hubs.
 	pub := runPublisher{events.NewRedisPublisher(a.redis, log)}
+	// Closed before Redis (closers run last to first): queued notices leave.
+	a.closers = append(a.closers, pub.p.Close)
 	a.control = control.New(control.Options{Vault: v, Revocations: pub})
 	a.webhooks = webhook.NewService(webhook.ServiceOptions{
 		Client:     a.client,

@@ -58,7 +58,9 @@ func startHub(t *testing.T, buffer int) (*Hub, *RedisPublisher, *prometheus.Regi
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	return h, NewRedisPublisher(rdb, nil), reg
+	p := NewRedisPublisher(rdb, nil)
+	t.Cleanup(p.Close) // before rdb's Close: cleanups run last to first
+	return h, p, reg
 }
 
 func activeSubscriptions(t *testing.T, reg *prometheus.Registry) float64 {
@@ -205,7 +207,9 @@ func TestHubResyncsAfterReconnect(t *testing.T) {
 		t.Fatal("no resync after the connection was dropped")
 	}
 	// And the subscription works again.
-	NewRedisPublisher(rdb, nil).Publish(context.Background(), notice(a, "run_1", 1))
+	p := NewRedisPublisher(rdb, nil)
+	defer p.Close()
+	p.Publish(context.Background(), notice(a, "run_1", 1))
 	if n := receive(t, s); n.Resync || n.Events[0].Seq != 1 {
 		t.Fatalf("after the resync: %+v", n)
 	}
@@ -282,6 +286,7 @@ func TestHubKeyRevoked(t *testing.T) {
 	sub := h.SubscribeTenant(tid)
 	defer sub.Close()
 	p := NewRedisPublisher(newRedis(t, redis.Options{}), nil)
+	t.Cleanup(p.Close)
 	keyID := "key_" + tid
 	p.PublishKeyRevoked(context.Background(), tid, keyID)
 	p.Publish(context.Background(), Notice{TenantID: tid, RunID: "run_x", Status: "running"})
@@ -306,6 +311,34 @@ func TestHubKeyRevoked(t *testing.T) {
 			}
 		case <-deadline:
 			t.Fatal("revocation not delivered")
+		}
+	}
+}
+
+// TestPublisherKeepsOrderAndSendsQueuedOnClose: Publish returns before the
+// notice is on Redis; the notices of one publisher still arrive in the
+// order they were handed over, Close sends what is still queued, and a
+// Publish after Close is sent inline.
+func TestPublisherKeepsOrderAndSendsQueuedOnClose(t *testing.T) {
+	a := tenant("order")
+	h, _, _ := startHub(t, 2048)
+	sub := h.SubscribeRun(a, "run_1")
+	defer sub.Close()
+	p := NewRedisPublisher(newRedis(t, redis.Options{}), nil)
+	const n = 1000
+	for i := int64(1); i <= n; i++ {
+		p.Publish(context.Background(), notice(a, "run_1", i))
+	}
+	p.Close()
+	p.Close() // a second Close is harmless
+	p.Publish(context.Background(), notice(a, "run_1", n+1))
+	for want := int64(1); want <= n+1; want++ {
+		got := receive(t, sub)
+		if got.Resync {
+			t.Fatalf("resync after %d notices: the hub dropped some", want-1)
+		}
+		if len(got.Events) != 1 || got.Events[0].Seq != want {
+			t.Fatalf("notice %d carries %+v", want, got.Events)
 		}
 	}
 }

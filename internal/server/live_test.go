@@ -82,7 +82,9 @@ func newLive(t *testing.T) *live {
 	ctl := control.New(control.Options{Vault: v})
 	// No dispatcher: the run stays queued. Its changes through the API
 	// (cancelRun) reach subscribers as in production.
-	r := runs.New(runs.Options{Client: testDB.App, Vault: v, Log: log, Publisher: runPublisher{events.NewRedisPublisher(rdb, log)}})
+	pub := events.NewRedisPublisher(rdb, log)
+	t.Cleanup(pub.Close)
+	r := runs.New(runs.Options{Client: testDB.App, Vault: v, Log: log, Publisher: runPublisher{pub}})
 	metrics := NewMetrics()
 	s := New(Deps{
 		Config: cfg, Log: log, Client: testDB.App, Auth: auth.NewAuthenticator(verifier, testDB.App),
