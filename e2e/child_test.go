@@ -335,9 +335,9 @@ func TestWorkflowStepBadInput(t *testing.T) {
 // to Redis, which is then wiped; a new worker's reconciler finds the
 // waiting step in Postgres and the parent fails with class cancelled.
 func TestWorkflowStepWakeUpSurvivesWorkerKillAndRedisWipe(t *testing.T) {
-	withoutSuiteWorkers(t)
-	st := newProcessStack(t, 1) // its worker is SIGKILLed
-	f := newFixture(t, "child-durable")
+	t.Parallel()
+	st := newIsolatedProcessStack(t, 1) // its worker is SIGKILLed
+	f := st.fixture(t, "child-durable")
 	childWF, _ := deployWorkflow(t, f, "waiter", waiterDefinition("1h"))
 	parentWF, _ := deployWorkflow(t, f, "parent", parentDefinition(childWF, map[string]any{"n": "steps.prep.output.m"}))
 	g := f.owner.on(st.server)

@@ -221,26 +221,3 @@ func eventsOf(run map[string]any, typ, step string) []map[string]any {
 	return out
 }
 
-// withoutSuiteWorkers stops the suite's workers for the rest of a
-// (non-parallel) test and restarts them when it ends. A stack shares the
-// suite's Postgres database, and every worker's reconciler scans every
-// tenant: left running, the suite's workers would pick the stack's due work
-// up through the suite's Redis and hide how the stack itself recovers.
-// Parallel tests wait until sequential ones finish, so none of them runs
-// while the suite has no worker.
-func withoutSuiteWorkers(t *testing.T) {
-	t.Helper()
-	for _, w := range suite.workers {
-		w.stop()
-	}
-	t.Cleanup(func() {
-		for i := range suite.workers {
-			w, err := startWorker(nil)
-			if err != nil {
-				t.Errorf("restart suite worker: %v", err)
-				continue
-			}
-			suite.workers[i] = w
-		}
-	})
-}

@@ -250,16 +250,15 @@ func logSummary(procs []*process) map[string]int {
 // effect must be recorded exactly once, and the receiving system must see
 // every idempotency key (ideally exactly once).
 //
-// Like the other tests of this file it is not parallel: it stops the
-// suite's workers (see withoutSuiteWorkers), and with another stack beside
-// it the processes' database pools (20 connections each) can exhaust
-// Postgres's 100 slots.
+// Its stack has a database of its own (newIsolatedProcessStack): the
+// suite's workers never see its runs, so what recovers them is the
+// stack's own workers, and it runs in parallel with the rest of the suite.
 func TestCrashSafety(t *testing.T) {
 	const nRuns = 200
 	began := time.Now()
-	withoutSuiteWorkers(t)
-	st := newProcessStack(t, 2) // its workers are SIGKILLed
-	f := newFixture(t, "crash")
+	t.Parallel()
+	st := newIsolatedProcessStack(t, 2) // its workers are SIGKILLed
+	f := st.fixture(t, "crash")
 	sink := newSlowSink(t)
 	wf, _ := deployWorkflow(t, f, "crash", crashDefinition(sink.URL))
 	g := f.owner.on(st.server)
@@ -441,13 +440,13 @@ func delayDefinition(sink string) map[string]any {
 // TestRedisWipedMidway wipes the stack's Redis while 100 runs are in flight
 // (many of them parked on a 2s delay whose wake-up lives only in Redis):
 // every run must still finish, rebuilt from Postgres by the stack's
-// reconciler (the suite's workers are stopped meanwhile).
+// reconciler (its database is its own: no other worker sees the runs).
 func TestRedisWipedMidway(t *testing.T) {
 	const nRuns = 100
-	withoutSuiteWorkers(t)
-	st := newStack(t, 2)
+	t.Parallel()
+	st := newIsolatedStack(t, 2)
 	defer func() { dumpLogs(t, "wipe worker", st.workers) }()
-	f := newFixture(t, "wipe")
+	f := st.fixture(t, "wipe")
 	sink := newScriptServer(t)
 	wf, _ := deployWorkflow(t, f, "wipe", delayDefinition(sink.URL))
 	g := f.owner.on(st.server)
@@ -518,10 +517,10 @@ func TestRedisWipedMidway(t *testing.T) {
 // still taken, so a plain re-enqueue by the reconciler is rejected; the run
 // must still finish.
 func TestArchivedWakeUpDoesNotStrandRun(t *testing.T) {
-	withoutSuiteWorkers(t)
-	st := newStack(t, 1)
+	t.Parallel()
+	st := newIsolatedStack(t, 1)
 	defer func() { dumpLogs(t, "archive worker", st.workers) }()
-	f := newFixture(t, "archived")
+	f := st.fixture(t, "archived")
 	wf, _ := deployWorkflow(t, f, "archived", map[string]any{
 		"schemaVersion": 1,
 		"steps": []any{

@@ -351,9 +351,9 @@ func TestWaitStepBadInput(t *testing.T) {
 // in Postgres: with its worker SIGKILLed and Redis wiped while it waits, a
 // new worker's reconciler still fires it.
 func TestWaitStepTimeoutSurvivesWorkerKillAndRedisWipe(t *testing.T) {
-	withoutSuiteWorkers(t)
-	st := newProcessStack(t, 1) // its worker is SIGKILLed
-	f := newFixture(t, "wait-durable")
+	t.Parallel()
+	st := newIsolatedProcessStack(t, 1) // its worker is SIGKILLed
+	f := st.fixture(t, "wait-durable")
 	wf, _ := deployWorkflow(t, f, "wait-durable", waitDefinition("3s", "continue"))
 	g := f.owner.on(st.server)
 	id, _ := waitingRun(t, g, f, wf, "o-1")

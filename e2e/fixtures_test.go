@@ -49,8 +49,14 @@ const (
 // newFixture creates a tenant with one object of every type.
 func newFixture(t *testing.T, prefix string) *fixture {
 	t.Helper()
-	f := &fixture{tenantID: newTenant(t, prefix)}
-	f.owner = newClient(t, 0, token(t, f.tenantID, "owner"))
+	return buildFixture(t, newTenant(t, prefix), server(0))
+}
+
+// buildFixture fills a fixture for tenant tenantID through the API server api.
+func buildFixture(t *testing.T, tenantID string, api *process) *fixture {
+	t.Helper()
+	f := &fixture{tenantID: tenantID}
+	f.owner = &client{t: t, url: api.url + "/graphql", token: token(t, f.tenantID, "owner")}
 	for _, e := range edges(f.owner.ok(qEnvironments, nil), "environments") {
 		switch e["name"] {
 		case "development":

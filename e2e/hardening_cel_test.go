@@ -313,8 +313,8 @@ func TestConditionsDecidedByWorkers(t *testing.T) {
 // instead of taking down worker after worker forever, even when Redis is
 // wiped in between.
 func TestPoisonStepFailsAfterCrashLimit(t *testing.T) {
-	withoutSuiteWorkers(t)
-	st := newProcessStack(t, 1, "SLUICE_STEP_STALE_AFTER=2s", "SLUICE_STEP_CRASH_LIMIT=3") // its workers are SIGKILLed
+	t.Parallel()
+	st := newIsolatedProcessStack(t, 1, "SLUICE_STEP_STALE_AFTER=2s", "SLUICE_STEP_CRASH_LIMIT=3") // its workers are SIGKILLed
 	defer func() { dumpLogs(t, "poison worker", st.workers) }()
 
 	// The step calls a server that never answers; each call it receives is
@@ -332,7 +332,7 @@ func TestPoisonStepFailsAfterCrashLimit(t *testing.T) {
 	defer srv.Close()
 	defer once.Do(func() { close(release) })
 
-	f := newFixture(t, "poison")
+	f := st.fixture(t, "poison")
 	wf, _ := deployWorkflow(t, f, "poison", map[string]any{
 		"schemaVersion": 1,
 		"steps": []any{
@@ -429,16 +429,16 @@ func TestResumeRefusesRunFailedAtOutput(t *testing.T) {
 // with heartbeats, so that a crash can be counted: it still runs once and
 // its run succeeds.
 func TestLateTransformStillRuns(t *testing.T) {
-	withoutSuiteWorkers(t)
-	st := newStack(t, 0)
-	f := newFixture(t, "late")
+	t.Parallel()
+	st := newIsolatedStack(t, 0)
+	f := st.fixture(t, "late")
 	wf, _ := deployWorkflow(t, f, "late", simpleDefinition())
 	c := f.owner.on(st.server)
 	id := str(c.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{"name": "late"}}), "startRun.id")
 	// With no worker, the first step waits; its readiness is moved 21s
 	// into the past (the clock a worker compares it with) so the delivery
 	// is past the 20s threshold of a late one without waiting 21s.
-	res, err := ownerDB(t).Exec(`UPDATE step_runs SET ready_at = ready_at - interval '21 seconds' WHERE run_id = $1 AND status = 'queued'`, id)
+	res, err := st.ownerDB(t).Exec(`UPDATE step_runs SET ready_at = ready_at - interval '21 seconds' WHERE run_id = $1 AND status = 'queued'`, id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,10 +32,9 @@ func TestSlowSideEffectDuplicates(t *testing.T) {
 
 func measureSlowDuplicates(t *testing.T, delivery string) {
 	const nRuns = 100
-	withoutSuiteWorkers(t)
-	st := newProcessStack(t, 2) // its workers are SIGKILLed
+	st := newIsolatedProcessStack(t, 2) // its workers are SIGKILLed
 	slug := "slow-" + strings.ReplaceAll(delivery, "_", "-")
-	f := newFixture(t, slug)
+	f := st.fixture(t, slug)
 	var mu sync.Mutex
 	arrivals := map[string]int{}
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

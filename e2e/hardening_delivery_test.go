@@ -77,11 +77,11 @@ const qDeliveryRun = `query($id: ID!) { node(id: $id) { ... on Run { id status e
 // more; the default (at_least_once) sends again under the same attempt and
 // succeeds.
 func TestAtMostOnceDelivery(t *testing.T) {
-	withoutSuiteWorkers(t)
-	st := newProcessStack(t, 1) // its worker is SIGKILLed
-	f := newFixture(t, "amo")
+	t.Parallel()
+	st := newIsolatedProcessStack(t, 1) // its worker is SIGKILLed
+	f := st.fixture(t, "amo")
 	recv := newHangingReceiver(t)
-	g := newClient(t, 0, f.owner.token).on(st.server)
+	g := st.client(t, f.owner.token)
 
 	wfFail, _ := deployWorkflow(t, f, "amo-fail", deliveryDefinition(recv.URL+"/fail", "at_most_once", ""))
 	wfAsk, _ := deployWorkflow(t, f, "amo-ask", deliveryDefinition(recv.URL+"/ask", "at_most_once", "ask"))

@@ -155,6 +155,7 @@ func setup() (func(*testing.M) int, error) {
 			if _, err := admin.Exec("DROP DATABASE IF EXISTS " + suite.dbName + " WITH (FORCE)"); err != nil {
 				fmt.Fprintln(os.Stderr, "e2e: drop database:", err)
 			}
+			dropIsolatedTemplate(admin)
 			os.RemoveAll(dir)
 		}
 		return code
@@ -221,8 +222,14 @@ func baseEnv() []string {
 // stdout (stdout and stderr when it fails). Tests of the binary's own output
 // and exit codes run it instead (cli_test.go).
 func cli(args ...string) (string, error) {
+	return cliWith(nil, args...)
+}
+
+// cliWith is cli with extra environment entries, which win over baseEnv
+// (an isolated stack's database, say).
+func cliWith(extra []string, args ...string) (string, error) {
 	var out, errb bytes.Buffer
-	err := sluicecli.Run(context.Background(), args, envOf(baseEnv()), &out, &errb)
+	err := sluicecli.Run(context.Background(), args, envOf(append(baseEnv(), extra...)), &out, &errb)
 	if err != nil {
 		return out.String() + errb.String(), err
 	}
@@ -504,8 +511,15 @@ func allLogs() string {
 // tenant creates a tenant with a unique slug and returns its id.
 func newTenant(t *testing.T, prefix string) string {
 	t.Helper()
+	return newTenantWith(t, nil, prefix)
+}
+
+// newTenantWith is newTenant with extra environment entries for the
+// command (an isolated stack's database).
+func newTenantWith(t *testing.T, extra []string, prefix string) string {
+	t.Helper()
 	slug := prefix + "-" + randHex(3)
-	out, err := cli("tenant", "create", "--slug", slug, "--name", "Tenant "+slug)
+	out, err := cliWith(extra, "tenant", "create", "--slug", slug, "--name", "Tenant "+slug)
 	if err != nil {
 		t.Fatalf("tenant create: %v\n%s", err, out)
 	}
@@ -578,13 +592,17 @@ func (c *client) on(p *process) *client {
 
 // stack is a separate API server and workers on a Redis database of their
 // own (same Postgres database), for tests that kill workers, wipe Redis or
-// need another configuration without disturbing the rest of the suite.
+// need another configuration without disturbing the rest of the suite. An
+// isolated stack (newIsolatedStack) also has a Postgres database of its own.
 type stack struct {
 	redisDB   int
 	env       []string
 	processes bool // separate processes of the binary, not in-process
 	server    *process
 	workers   []*process
+	// ownerURL is the isolated stack's database (owner role); "" for a
+	// stack on the suite's database.
+	ownerURL string
 }
 
 // newStack runs a server and workers in this process on a fresh Redis
@@ -600,6 +618,141 @@ func newStack(t *testing.T, workers int, extra ...string) *stack {
 func newProcessStack(t *testing.T, workers int, extra ...string) *stack {
 	t.Helper()
 	return startStack(t, true, workers, extra)
+}
+
+// newIsolatedStack is newStack on a Postgres database of its own (a copy
+// of the migrated schema, dropped at the end of the test): no other
+// process of the suite reads or writes its rows, so the suite's workers
+// (their sweeps, reconcilers and timers reach every tenant of their
+// database) never take over its runs. Tests that kill workers, wipe Redis
+// or count what the stack's workers did use it and still run in parallel
+// with the rest of the suite. Its tenants are made with st.fixture.
+func newIsolatedStack(t *testing.T, workers int, extra ...string) *stack {
+	t.Helper()
+	return startIsolatedStack(t, false, workers, extra)
+}
+
+// newIsolatedProcessStack is newIsolatedStack with separate processes of
+// the binary (newProcessStack).
+func newIsolatedProcessStack(t *testing.T, workers int, extra ...string) *stack {
+	t.Helper()
+	return startIsolatedStack(t, true, workers, extra)
+}
+
+func startIsolatedStack(t *testing.T, processes bool, workers int, extra []string) *stack {
+	t.Helper()
+	// Its drop is registered first, so it runs after the processes stop.
+	ownerURL, appURL := isolatedDB(t)
+	st := startStack(t, processes, workers, append([]string{"DATABASE_URL=" + ownerURL, "DATABASE_APP_URL=" + appURL}, extra...))
+	st.ownerURL = ownerURL
+	return st
+}
+
+// isolatedTemplate is the migrated database isolated stacks' databases
+// are copied from, made once (migrating takes seconds, a copy a fraction).
+var isolatedTemplate struct {
+	once sync.Once
+	name string
+	err  error
+}
+
+// isolatedDB creates a database for one test from isolatedTemplate and
+// drops it when the test ends; it returns the owner's and the app role's
+// URLs.
+func isolatedDB(t *testing.T) (ownerURL, appURL string) {
+	t.Helper()
+	admin, err := sql.Open("pgx", adminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	isolatedTemplate.once.Do(func() {
+		name := suite.dbName + "_tpl"
+		if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+			isolatedTemplate.err = fmt.Errorf("create template database: %w", err)
+			return
+		}
+		out, err := cliWith([]string{"DATABASE_URL=" + withDB(adminURL(), name, "")}, "migrate", "up")
+		if err != nil {
+			isolatedTemplate.err = fmt.Errorf("migrate the template database: %v\n%s", err, out)
+			return
+		}
+		isolatedTemplate.name = name
+	})
+	if isolatedTemplate.err != nil {
+		t.Fatal(isolatedTemplate.err)
+	}
+	name := suite.dbName + "_" + randHex(4)
+	// A copy needs the template free of sessions; the migration's pool
+	// may take a moment to let its connections go.
+	err = poll(15*time.Second, pollEvery, func() (bool, string) {
+		if _, err := admin.Exec("CREATE DATABASE " + name + " TEMPLATE " + isolatedTemplate.name); err != nil {
+			return false, err.Error()
+		}
+		return true, ""
+	})
+	if err != nil {
+		t.Fatalf("create an isolated database: %v", err)
+	}
+	t.Cleanup(func() {
+		admin, err := sql.Open("pgx", adminURL())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer admin.Close()
+		if _, err := admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)"); err != nil {
+			t.Errorf("drop the isolated database %s: %v", name, err)
+		}
+	})
+	return withDB(adminURL(), name, ""), withDB(adminURL(), name, appRole+":"+appRole)
+}
+
+// dropIsolatedTemplate drops the template of isolated databases, if one
+// was made.
+func dropIsolatedTemplate(admin *sql.DB) {
+	if isolatedTemplate.name == "" {
+		return
+	}
+	if _, err := admin.Exec("DROP DATABASE IF EXISTS " + isolatedTemplate.name + " WITH (FORCE)"); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: drop the isolated template database:", err)
+	}
+}
+
+// dbEnv is the environment entries that point a command at the stack's
+// database (none for a stack on the suite's).
+func (st *stack) dbEnv() []string {
+	if st.ownerURL == "" {
+		return nil
+	}
+	return []string{"DATABASE_URL=" + st.ownerURL}
+}
+
+// client returns a client of the stack's API server with token tok.
+func (st *stack) client(t testing.TB, tok string) *client {
+	return &client{t: t, url: st.server.url + "/graphql", token: tok}
+}
+
+// fixture is newFixture for the stack: the tenant is made in the stack's
+// database and the fixture's clients talk to the stack's API server.
+func (st *stack) fixture(t *testing.T, prefix string) *fixture {
+	t.Helper()
+	return buildFixture(t, newTenantWith(t, st.dbEnv(), prefix), st.server)
+}
+
+// ownerDB opens the stack's database as its owner (row-level security
+// does not apply), closed when the test ends.
+func (st *stack) ownerDB(t *testing.T) *sql.DB {
+	t.Helper()
+	if st.ownerURL == "" {
+		return ownerDB(t)
+	}
+	db, err := sql.Open("pgx", st.ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func startStack(t *testing.T, processes bool, workers int, extra []string) *stack {

@@ -317,10 +317,10 @@ func TestPauseIsolation(t *testing.T) {
 // nothing when their worker is SIGKILLed and Redis wiped meanwhile: after
 // resume each finishes, each step called once.
 func TestPauseSurvivesWorkerKillAndRedisWipe(t *testing.T) {
-	withoutSuiteWorkers(t)
-	st := newProcessStack(t, 1)
+	t.Parallel()
+	st := newIsolatedProcessStack(t, 1)
 	defer func() { dumpLogs(t, "pause worker", st.workers) }()
-	f := newFixture(t, "pause-kill")
+	f := st.fixture(t, "pause-kill")
 	gs := newGateServer(t)
 	wf, _ := deployWorkflow(t, f, "paused-kill", pauseChain(gs.URL, 3))
 	g := f.owner.on(st.server)

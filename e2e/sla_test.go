@@ -188,9 +188,9 @@ func TestSLAMinSuccessRate(t *testing.T) {
 // TestSLABreachesSurviveASweeperKill: breaches due while the worker that
 // sweeps is SIGKILLed are each reported once, by the worker left.
 func TestSLABreachesSurviveASweeperKill(t *testing.T) {
-	withoutSuiteWorkers(t)
-	st := newProcessStack(t, 1, "SLUICE_SLA_SWEEP_INTERVAL=500ms")
-	f := newFixture(t, "sla-kill")
+	t.Parallel()
+	st := newIsolatedProcessStack(t, 1, "SLUICE_SLA_SWEEP_INTERVAL=500ms")
+	f := st.fixture(t, "sla-kill")
 	owner := f.owner.on(st.server)
 	recv := newScriptServer(t)
 	hookEndpoint(t, owner, recv.URL+"/sla", "sla.breached")

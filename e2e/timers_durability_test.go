@@ -65,12 +65,12 @@ func (m *gatedModel) count(model string) int {
 // its instant (moved back in Postgres) comes, the evaluation judges every
 // example, and the release is promoted by the analysis.
 func TestTimersSurviveWorkerKillAndRedisWipe(t *testing.T) {
-	withoutSuiteWorkers(t)
-	st := newProcessStack(t, 1, "SLUICE_STEP_STALE_AFTER=3s", "SLUICE_RELEASE_ANALYSIS_INTERVAL=300ms")
-	f := newFixture(t, "timers")
+	t.Parallel()
+	st := newIsolatedProcessStack(t, 1, "SLUICE_STEP_STALE_AFTER=3s", "SLUICE_RELEASE_ANALYSIS_INTERVAL=300ms")
+	f := st.fixture(t, "timers")
 	g := f.owner.on(st.server)
 	recv := newScriptServer(t)
-	db := ownerDB(t)
+	db := st.ownerDB(t)
 
 	// An approval whose escalation's first level is an hour away.
 	hook, _ := hookEndpoint(t, f.owner, recv.URL+"/hook", "run.failed")
@@ -188,7 +188,7 @@ func TestTimersSurviveWorkerKillAndRedisWipe(t *testing.T) {
 	})
 
 	// Deciding the approval ends the run; the level fired exactly once.
-	operator := newClient(t, 0, token(t, f.tenantID, "operator")).on(st.server)
+	operator := st.client(t, token(t, f.tenantID, "operator"))
 	operator.ok(mDecide, map[string]any{"id": approvalID})
 	waitRun(t, g, appRun, 30*time.Second, "succeeded")
 	esc := escalationOf(t, g, approvalID)

@@ -57,28 +57,13 @@ func (c *otlpCollector) forTrace(traceID string) []*tracepb.Span {
 // OTLP collector: the run's stored trace id names a trace holding the run
 // span and one child span per step attempt.
 func TestRunExportedAsTrace(t *testing.T) {
-	withoutSuiteWorkers(t)
+	t.Parallel()
 	col := &otlpCollector{}
 	srv := httptest.NewServer(col)
 	t.Cleanup(srv.Close)
-	db, release, err := acquireRedisDB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(release)
-	env := []string{"REDIS_URL=" + redisURLFor(db), "SLUICE_OTLP_ENDPOINT=" + srv.URL}
-	api, err := startServe(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(api.stop)
-	w, err := startWorker(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	t.Cleanup(w.stop)
-	f := newFixture(t, "trace")
+	st := newIsolatedStack(t, 1, "SLUICE_OTLP_ENDPOINT="+srv.URL)
+	api, w := st.server, st.workers[0]
+	f := st.fixture(t, "trace")
 	c := f.owner.on(api)
 	wf, _ := deployWorkflow(t, f, "traced", simpleDefinition())
 	id := str(c.ok(mStartRun, map[string]any{"w": wf, "e": f.envID, "i": map[string]any{"name": "ada"}}), "startRun.id")

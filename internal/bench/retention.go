@@ -247,19 +247,21 @@ func cloneRuns(ctx context.Context, url, tmpl string, n int) error {
 	// id || suffix for every id column, per table. The template's rows are
 	// read once (a materialized CTE: without it the planner may scan a table
 	// per clone, step_runs and the others having no index led by run_id).
+	// The record is built in a LATERAL join: written as (f(x)).* in the
+	// select list, Postgres calls f once per column of the table.
 	stmts := []string{
-		`INSERT INTO runs WITH r AS MATERIALIZED (SELECT * FROM runs WHERE id = $1) SELECT (jsonb_populate_record(NULL::runs, to_jsonb(r) || jsonb_build_object(
-			'id', r.id || $4::text || g, 'idempotency_key', NULL))).*
-			FROM r, generate_series($2::int, $3::int) g`,
-		`INSERT INTO step_runs WITH x AS MATERIALIZED (SELECT * FROM step_runs WHERE run_id = $1) SELECT (jsonb_populate_record(NULL::step_runs, to_jsonb(x) || jsonb_build_object(
-			'id', x.id || $4::text || g, 'run_id', x.run_id || $4::text || g, 'current_attempt_id', x.current_attempt_id || $4::text || g))).*
-			FROM x, generate_series($2::int, $3::int) g`,
-		`INSERT INTO step_attempts WITH x AS MATERIALIZED (SELECT * FROM step_attempts WHERE run_id = $1) SELECT (jsonb_populate_record(NULL::step_attempts, to_jsonb(x) || jsonb_build_object(
-			'id', x.id || $4::text || g, 'run_id', x.run_id || $4::text || g, 'step_run_id', x.step_run_id || $4::text || g))).*
-			FROM x, generate_series($2::int, $3::int) g`,
-		`INSERT INTO run_events WITH x AS MATERIALIZED (SELECT * FROM run_events WHERE run_id = $1) SELECT (jsonb_populate_record(NULL::run_events, to_jsonb(x) || jsonb_build_object(
-			'id', x.id || $4::text || g, 'run_id', x.run_id || $4::text || g))).*
-			FROM x, generate_series($2::int, $3::int) g`,
+		`INSERT INTO runs WITH r AS MATERIALIZED (SELECT * FROM runs WHERE id = $1) SELECT p.* FROM r CROSS JOIN generate_series($2::int, $3::int) g
+			CROSS JOIN LATERAL jsonb_populate_record(NULL::runs, to_jsonb(r) || jsonb_build_object(
+			'id', r.id || $4::text || g, 'idempotency_key', NULL)) p`,
+		`INSERT INTO step_runs WITH x AS MATERIALIZED (SELECT * FROM step_runs WHERE run_id = $1) SELECT p.* FROM x CROSS JOIN generate_series($2::int, $3::int) g
+			CROSS JOIN LATERAL jsonb_populate_record(NULL::step_runs, to_jsonb(x) || jsonb_build_object(
+			'id', x.id || $4::text || g, 'run_id', x.run_id || $4::text || g, 'current_attempt_id', x.current_attempt_id || $4::text || g)) p`,
+		`INSERT INTO step_attempts WITH x AS MATERIALIZED (SELECT * FROM step_attempts WHERE run_id = $1) SELECT p.* FROM x CROSS JOIN generate_series($2::int, $3::int) g
+			CROSS JOIN LATERAL jsonb_populate_record(NULL::step_attempts, to_jsonb(x) || jsonb_build_object(
+			'id', x.id || $4::text || g, 'run_id', x.run_id || $4::text || g, 'step_run_id', x.step_run_id || $4::text || g)) p`,
+		`INSERT INTO run_events WITH x AS MATERIALIZED (SELECT * FROM run_events WHERE run_id = $1) SELECT p.* FROM x CROSS JOIN generate_series($2::int, $3::int) g
+			CROSS JOIN LATERAL jsonb_populate_record(NULL::run_events, to_jsonb(x) || jsonb_build_object(
+			'id', x.id || $4::text || g, 'run_id', x.run_id || $4::text || g)) p`,
 	}
 	for lo := 1; lo <= n; lo += cloneBatch {
 		hi := min(lo+cloneBatch-1, n)
