@@ -220,4 +220,3 @@ func eventsOf(run map[string]any, typ, step string) []map[string]any {
 	}
 	return out
 }
-
