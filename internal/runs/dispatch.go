@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -161,8 +162,13 @@ func (e *Service) ReleaseHeld(ctx context.Context, tenantID string) (int, error)
 		if err != nil {
 			return err
 		}
-		ts, err = releasedTasks(ctx, q, e.now(), tenantID,
-			`SELECT run_id, step_id, step_type, attempt_id, version_id FROM sluice_release_held($1, $2, $3)`, tenantID, e.now(), share)
+		// A step held at its claim (tenant_concurrency) is released while
+		// the delivery that was held may still be in the queue's hands
+		// (finishing), and the queue refuses a task id it holds: released
+		// steps get a task id of their own, as named limits' do.
+		now := e.now()
+		ts, _, err = releasedRows(ctx, q, now, tenantID, "h"+strconv.FormatInt(now.UnixMilli(), 36),
+			`SELECT run_id, step_id, step_type, attempt_id, version_id FROM sluice_release_held($1, $2, $3)`, tenantID, now, share)
 		if err != nil {
 			return fmt.Errorf("release held steps: %w", err)
 		}
