@@ -557,7 +557,10 @@ func TestSubscriptionEndsWhenTokenExpires(t *testing.T) {
 
 func TestSubscriptionRunUpdatedStaysInTenant(t *testing.T) {
 	t.Parallel()
-	a := newLiveTenant(t, "sub-upd-a", subChainDefinition(2))
+	// A's runs park on a 2s delay, so a status before the last one lasts
+	// long enough to be read whatever the machine's load (runUpdated sends
+	// the run as it is when the notice is handled).
+	a := newLiveTenant(t, "sub-upd-a", subPausedDefinition())
 	b := newLiveTenant(t, "sub-upd-b", subChainDefinition(2))
 	w := connectWS(t, server(1), wsBearer(token(t, a.tenantID, "viewer")))
 	w.subscribe("all", sRunUpdated, nil)
@@ -594,7 +597,7 @@ func TestSubscriptionRunUpdatedStaysInTenant(t *testing.T) {
 			if !ours[id] {
 				t.Fatalf("tenant A received run %s (B's run is %s)", id, bRun)
 			}
-			if str(r, "workflow.slug") == "" || len(get(r, "steps").([]any)) != 2 {
+			if str(r, "workflow.slug") == "" || len(get(r, "steps").([]any)) != 4 {
 				t.Fatalf("nested fields missing: %s", m.Payload)
 			}
 			switch m.ID {
