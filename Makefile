@@ -1,6 +1,8 @@
 # Sluice: the two commands a developer needs are `make dev` and `make test`.
 GO ?= go
-export GOFLAGS ?= -buildvcs=false
+# -trimpath: builds do not depend on the checkout's directory, so a fresh
+# clone (CI) and the generated-code check's copy reuse the build cache.
+export GOFLAGS ?= -buildvcs=false -trimpath
 
 .PHONY: dev test build services generate check-generated vet unit e2e bench
 
