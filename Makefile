@@ -11,11 +11,10 @@ dev: services
 	$(GO) run ./cmd/sluice dev
 
 ## test: the whole suite (CI runs this); the generated-code check runs beside
-## the tests, in a copy of the checkout. Four tests of a package at a time:
-## most end-to-end tests wait on timers, not on the CPU.
+## the tests, in a copy of the checkout
 test: services vet
 	@./.ci/check-generated & gen=$$!; \
-	$(GO) test -count=1 -timeout 25m -parallel 4 ./...; rc=$$?; \
+	$(GO) test -count=1 -timeout 25m ./...; rc=$$?; \
 	wait $$gen || rc=1; exit $$rc
 
 build:
@@ -40,7 +39,7 @@ unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 e2e: services
-	$(GO) test -count=1 -timeout 25m -parallel 4 ./e2e
+	$(GO) test -count=1 -timeout 25m ./e2e
 
 ## bench: measure Sluice on this machine against its targets (BENCHMARKS.md); BENCH_FLAGS=--smoke for a quick check
 bench: services

@@ -51,7 +51,7 @@ func subscribeBulkOperation(ctx context.Context, id string) (<-chan *ent.BulkOpe
 				return
 			case m, ok := <-sub.C():
 				if !ok {
-					op.endWith(dropError(ctx, sub.Err(), -1))
+					op.endIfDropped(ctx, sub, -1)
 					return
 				}
 				n = m

@@ -110,7 +110,7 @@ func subscribeEvaluation(ctx context.Context, id string) (<-chan *ent.Evaluation
 				return
 			case m, ok := <-sub.C():
 				if !ok {
-					op.endWith(dropError(ctx, sub.Err(), -1))
+					op.endIfDropped(ctx, sub, -1)
 					return
 				}
 				n = m

@@ -38,7 +38,7 @@ func subscribeIncidents(ctx context.Context) (<-chan *ent.Incident, error) {
 				return
 			case m, ok := <-sub.C():
 				if !ok {
-					op.endWith(dropError(ctx, sub.Err(), -1))
+					op.endIfDropped(ctx, sub, -1)
 					return
 				}
 				n = m

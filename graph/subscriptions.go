@@ -234,6 +234,17 @@ func (op *liveOperation) endWith(err *gqlerror.Error) {
 	op.end = err
 }
 
+// endIfDropped ends op with dropError when the hub closed sub (a slow
+// subscriber, a shutdown). A subscription closed by its own stream ending
+// (the client's stop or complete cancels the stream's context, which closes
+// it) carries no reason and ends the stream without an error: its closed
+// channel and the cancelled context race in the stream's select.
+func (op *liveOperation) endIfDropped(ctx context.Context, sub *events.Subscription, afterSeq int64) {
+	if err := sub.Err(); err != nil {
+		op.endWith(dropError(ctx, err, afterSeq))
+	}
+}
+
 // dropError tells a subscriber that the server ended its stream, and for
 // runEvents (afterSeq >= 0) where to pick it up again.
 func dropError(ctx context.Context, reason error, afterSeq int64) *gqlerror.Error {
@@ -402,7 +413,7 @@ func (s *runEventStream) next(rctx context.Context) *ent.RunEvent {
 			return s.finish()
 		case n, ok := <-s.sub.C():
 			if !ok {
-				s.op.endWith(dropError(ctx, s.sub.Err(), s.sent))
+				s.op.endIfDropped(ctx, s.sub, s.sent)
 				return s.finish()
 			}
 			if err := s.deliver(ctx, n); err != nil {
@@ -591,7 +602,7 @@ func (s *runUpdateStream) run(ctx context.Context) {
 			return
 		case m, ok := <-s.sub.C():
 			if !ok {
-				s.op.endWith(dropError(ctx, s.sub.Err(), -1))
+				s.op.endIfDropped(ctx, s.sub, -1)
 				return
 			}
 			n = m

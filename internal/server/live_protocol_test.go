@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -164,5 +165,39 @@ func TestWebsocketLegacyGraphQLWS(t *testing.T) {
 	}
 	if got := readUntilClose(t, ctx, refused); got != closeUnauthorized {
 		t.Fatalf("refused credential: close code %d, want %d", got, closeUnauthorized)
+	}
+}
+
+// TestStreamStopEndsWithComplete: a client's stop (or complete) always ends
+// its stream with a plain completion. The stop cancels the stream's context,
+// which also closes its hub subscription; the stream used to read the
+// closed subscription as the hub dropping a slow subscriber now and then,
+// and answered with a RATE_LIMITED error instead.
+func TestStreamStopEndsWithComplete(t *testing.T) {
+	l := newLive(t)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	conn, _, err := coderws.Dial(ctx, "ws"+strings.TrimPrefix(l.url, "http")+"/graphql",
+		&coderws.DialOptions{Subprotocols: []string{"graphql-ws"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.CloseNow() })
+	send(t, ctx, conn, `{"type":"connection_init","payload":{"Authorization":"Bearer `+l.token(t, "u1", "viewer")+`"}}`)
+	for range 2 { // connection_ack, ka
+		if _, _, err := conn.Read(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 100 {
+		id := fmt.Sprintf("s%d", i)
+		send(t, ctx, conn, `{"id":"`+id+`","type":"start","payload":{"query":"`+runEventsQuery+`","variables":{"id":"`+l.runID+`"}}}`)
+		if m, raw := readMsg(t, ctx, conn); m.Type != "data" || m.ID != id {
+			t.Fatalf("start %d: %s", i, raw)
+		}
+		send(t, ctx, conn, `{"id":"`+id+`","type":"stop"}`)
+		if m, raw := readMsg(t, ctx, conn); m.Type != "complete" || m.ID != id {
+			t.Fatalf("stop %d: %s, want complete", i, raw)
+		}
 	}
 }
