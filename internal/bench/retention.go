@@ -97,7 +97,11 @@ func (s *session) retention(ctx context.Context) error {
 		return err
 	}
 	// Wait for every clone's payloads to be gone and the pass to finish.
+	// A pass skips runs another transaction has locked and ends at its first
+	// short batch, so the clones may take a second pass: every pass since
+	// the policy counts towards them.
 	deadline := time.Now().Add(30 * time.Minute)
+	var all []retentionPass
 	for {
 		left, err := unpurgedClones(ctx, s.t.DatabaseURL, tmpl)
 		if err != nil {
@@ -107,6 +111,7 @@ func (s *session) retention(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		all = passes
 		first = passes[len(passes)-1]
 		if first.Error != "" {
 			return fmt.Errorf("retention pass failed: %s", first.Error)
@@ -123,8 +128,15 @@ func (s *session) retention(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond): // polling interval
 		}
 	}
-	if first.PayloadRuns < n {
-		return fmt.Errorf("the first pass purged %d runs' payloads, want at least the %d clones", first.PayloadRuns, n)
+	purged := 0
+	for _, p := range all {
+		purged += p.PayloadRuns
+	}
+	if purged < n {
+		return fmt.Errorf("the passes since setRetentionPolicy purged %d runs' payloads, want at least the %d clones", purged, n)
+	}
+	if len(all) > 1 {
+		s.figure(ScenarioRetention, "purge passes since setRetentionPolicy", float64(len(all)), "", nil)
 	}
 	kept, err := clonesKept(ctx, s.t.DatabaseURL, tmpl)
 	if err != nil {
