@@ -747,12 +747,7 @@ func (st *stack) ownerDB(t *testing.T) *sql.DB {
 	if st.ownerURL == "" {
 		return ownerDB(t)
 	}
-	db, err := sql.Open("pgx", st.ownerURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return openDB(t, st.ownerURL)
 }
 
 func startStack(t *testing.T, processes bool, workers int, extra []string) *stack {
@@ -924,17 +919,18 @@ func edges(data any, path string) []map[string]any {
 // inspect the catalog.
 func ownerDB(t *testing.T) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("pgx", suite.ownerURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return openDB(t, suite.ownerURL)
 }
 
 func appDB(t *testing.T) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("pgx", suite.appURL)
+	return openDB(t, suite.appURL)
+}
+
+// openDB opens the database at url, closed when the test ends.
+func openDB(t *testing.T, url string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", url)
 	if err != nil {
 		t.Fatal(err)
 	}
