@@ -25,13 +25,7 @@ func TestEnvironmentScopedKeyOnRound2Objects(t *testing.T) {
 
 	key := f.owner.ok(`mutation($e: ID!) { createAPIKey(input: {name: "dev-only", roles: [ADMIN, OPERATOR, EDITOR], environmentID: $e}) { token } }`, map[string]any{"e": f.envID})
 	scoped := newClient(t, 1, str(key, "createAPIKey.token"))
-	refused := func(what, query string, vars map[string]any) {
-		t.Helper()
-		r := scoped.do(query, vars)
-		if c := r.Code(); c != "FORBIDDEN" && c != "NOT_FOUND" {
-			t.Errorf("%s with a key of another environment: %s", what, r.Raw)
-		}
-	}
+	refused := refusedTo(t, scoped)
 	refused("pauseWorkflow", `mutation($w: ID!, $e: ID!) { pauseWorkflow(input: {workflowID: $w, environmentID: $e, mode: REJECT}) { mode } }`,
 		map[string]any{"w": wf, "e": f.prodEnvID})
 	refused("skipStep", `mutation($r: ID!) { skipStep(runID: $r, stepID: "review", output: {approved: true}, reason: "scoped") { id } }`, map[string]any{"r": run})
@@ -68,13 +62,7 @@ func TestEnvironmentScopedKeyOnConcurrencyLimits(t *testing.T) {
 	f.owner.ok(`mutation { setConcurrencyLimit(input: {name: "crm-api", limit: 3}) { name } }`, nil)
 	key := f.owner.ok(`mutation($e: ID!) { createAPIKey(input: {name: "dev-only", roles: [ADMIN, EDITOR], environmentID: $e}) { token } }`, map[string]any{"e": f.envID})
 	scoped := newClient(t, 1, str(key, "createAPIKey.token"))
-	refused := func(what, query string, vars map[string]any) {
-		t.Helper()
-		r := scoped.do(query, vars)
-		if c := r.Code(); c != "FORBIDDEN" && c != "NOT_FOUND" {
-			t.Errorf("%s with a key of another environment: %s", what, r.Raw)
-		}
-	}
+	refused := refusedTo(t, scoped)
 	const setWC = `mutation($w: ID!, $e: ID!) { setWorkflowConcurrency(input: {workflowID: $w, environmentID: $e, concurrency: {limit: 1}}) { source } }`
 	refused("setConcurrencyLimit", `mutation { setConcurrencyLimit(input: {name: "crm-api", limit: 50}) { name } }`, nil)
 	refused("deleteConcurrencyLimit", `mutation { deleteConcurrencyLimit(name: "crm-api") }`, nil)
@@ -95,5 +83,18 @@ func TestEnvironmentScopedKeyOnConcurrencyLimits(t *testing.T) {
 		map[string]any{"w": f.workflowID, "e": f.prodEnvID})
 	if o := get(prod, "workflowConcurrency.override"); o != nil {
 		t.Errorf("production override after the scoped key's set: %v", o)
+	}
+}
+
+// refusedTo returns a check that c, a client with a key scoped to another
+// environment, is refused query (FORBIDDEN or NOT_FOUND); what names it in
+// the failure.
+func refusedTo(t *testing.T, c *client) func(what, query string, vars map[string]any) {
+	return func(what, query string, vars map[string]any) {
+		t.Helper()
+		r := c.do(query, vars)
+		if code := r.Code(); code != "FORBIDDEN" && code != "NOT_FOUND" {
+			t.Errorf("%s with a key of another environment: %s", what, r.Raw)
+		}
 	}
 }

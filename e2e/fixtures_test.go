@@ -56,7 +56,7 @@ func newFixture(t *testing.T, prefix string) *fixture {
 func buildFixture(t *testing.T, tenantID string, api *process) *fixture {
 	t.Helper()
 	f := &fixture{tenantID: tenantID}
-	f.owner = &client{t: t, url: api.url + "/graphql", token: token(t, f.tenantID, "owner")}
+	f.owner = clientOf(t, api, token(t, f.tenantID, "owner"))
 	for _, e := range edges(f.owner.ok(qEnvironments, nil), "environments") {
 		switch e["name"] {
 		case "development":

@@ -580,7 +580,12 @@ type client struct {
 var gqlHTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
 func newClient(t testing.TB, i int, tok string) *client {
-	return &client{t: t, url: server(i).url + "/graphql", token: tok}
+	return clientOf(t, server(i), tok)
+}
+
+// clientOf returns a client of the API process api with token tok.
+func clientOf(t testing.TB, api *process, tok string) *client {
+	return &client{t: t, url: api.url + "/graphql", token: tok}
 }
 
 // on returns a copy of c talking to another API process.
@@ -730,7 +735,7 @@ func (st *stack) dbEnv() []string {
 
 // client returns a client of the stack's API server with token tok.
 func (st *stack) client(t testing.TB, tok string) *client {
-	return &client{t: t, url: st.server.url + "/graphql", token: tok}
+	return clientOf(t, st.server, tok)
 }
 
 // fixture is newFixture for the stack: the tenant is made in the stack's

@@ -134,22 +134,16 @@ func (p *RedisPublisher) send() {
 	}
 }
 
-// publish sends batch in one round trip (a single message without a
-// pipeline).
+// publish sends batch in one round trip.
 func (p *RedisPublisher) publish(ctx context.Context, batch []outMessage) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishTimeout)
 	defer cancel()
-	var err error
-	if len(batch) == 1 {
-		err = p.rdb.Publish(ctx, batch[0].channel, batch[0].body).Err()
-	} else {
-		_, err = p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-			for _, m := range batch {
-				pipe.Publish(ctx, m.channel, m.body)
-			}
-			return nil
-		})
-	}
+	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for _, m := range batch {
+			pipe.Publish(ctx, m.channel, m.body)
+		}
+		return nil
+	})
 	if err != nil {
 		p.log.WarnContext(ctx, "publish run notices; subscribers will read the gap from the log", "err", err, "notices", len(batch), "run_id", batch[0].runID)
 	}
