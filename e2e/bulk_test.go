@@ -216,12 +216,24 @@ func TestBulkResumeAfterPartnerOutage(t *testing.T) {
 			t.Errorf("run %s is %s after the bulk resume", id, s)
 		}
 	}
-	// Each run reached the partner once with its key, and was resumed once.
+	// Each run reached the partner with its key, and was resumed once. A
+	// call in flight when the worker was killed is made again with the same
+	// key (at least once: the partner dedupes by the key), so only the
+	// calls the worker had in flight may repeat: at most its 10 task slots
+	// and 2 woken-step slots (SLUICE_WORKER_CONCURRENCY=10).
+	repeated := 0
 	for _, id := range runIDs {
-		if got := p.answered(idempotency.Key(id, "notify")); got != 1 {
-			t.Errorf("partner answered run %s %d times, want 1", id, got)
+		switch got := p.answered(idempotency.Key(id, "notify")); {
+		case got == 0:
+			t.Errorf("partner never answered run %s", id)
+		case got > 1:
+			repeated++
 		}
 	}
+	if repeated > 12 {
+		t.Errorf("%d runs reached the partner more than once, want at most the 12 calls a killed worker can have in flight", repeated)
+	}
+	t.Logf("%d runs' calls were repeated after the kill (same key)", repeated)
 	if p.keys() != n {
 		t.Errorf("partner saw %d keys, want %d", p.keys(), n)
 	}
