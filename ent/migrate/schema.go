@@ -2187,6 +2187,14 @@ var (
 					Where: "limit_name IS NOT NULL AND (status = 'queued' OR status = 'running')",
 				},
 			},
+			{
+				Name:    "steprun_waiting_child",
+				Unique:  false,
+				Columns: []*schema.Column{StepRunsColumns[16]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "status = 'waiting' AND type = 'workflow'",
+				},
+			},
 		},
 	}
 	// TenantsColumns holds the columns for the "tenants" table.

@@ -74,6 +74,12 @@ func (StepRun) Indexes() []ent.Index {
 		// (internal/runs/limits.go). Steps without a limit never enter it.
 		index.Fields("tenant_id", "limit_name").
 			Annotations(entsql.IndexWhere("limit_name IS NOT NULL AND (status = 'queued' OR status = 'running')")),
+		// Workflow steps waiting on a child run (they have no ready_at),
+		// read by the reconciler's check for children whose end was not
+		// told to their parent (dueChildStepsSQL, every sweep): without it
+		// that check read every step the tenant ever ran.
+		index.Fields("tenant_id").StorageKey("steprun_waiting_child").
+			Annotations(entsql.IndexWhere("status = 'waiting' AND type = 'workflow'")),
 	}
 }
 

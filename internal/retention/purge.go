@@ -318,12 +318,27 @@ const overrides = `LEFT JOIN retention_policies pw ON pw.tenant_id = r.tenant_id
 // payloadDue selects the finished, unpurged runs past their payload
 // cutoff. $1 tenant, $2 now, $3 day in seconds, $4 and $5 the tenant's
 // payloadDays and runDays.
+//
+// A run's cutoff depends on its workflow's and environment's policies, so
+// it cannot bound the index scan by itself: without more, a pass read every
+// finished, unpurged run the tenant keeps (90 days of runs by default) to
+// find the few past their cutoff. The shortest period any of the tenant's
+// policies gives is a bound every due run is under; as an index condition on
+// run_retention_payload (tenant_id, finished_at) it stops the scan at the
+// runs too young for any policy. It selects nothing the per-run cutoff would
+// not.
 const payloadDue = `SELECT r.id FROM runs r ` + overrides + `
 	WHERE r.tenant_id = $1 AND r.finished_at IS NOT NULL AND r.payload_purged_at IS NULL
 	AND r.status IN ('succeeded', 'failed', 'cancelled')
 	AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 *
+		LEAST($4::bigint, $5::bigint, (SELECT min(LEAST(x.payload_days, x.run_days)) FROM retention_policies x
+			WHERE x.tenant_id = $1 AND x.scope IN ('WORKFLOW', 'ENVIRONMENT'))))
+	AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 *
 		LEAST(COALESCE(pw.payload_days, pe.payload_days, $4::bigint), COALESCE(pw.run_days, pe.run_days, $5::bigint)))
 	AND NOT ` + kept
+
+// payloadBatch locks the next batch ($6 runs) of payloadDue, oldest first.
+const payloadBatch = payloadDue + ` ORDER BY r.finished_at, r.id LIMIT $6 FOR UPDATE OF r SKIP LOCKED`
 
 // payloadBytes sums, for the runs of the set expression (which uses $1 as
 // the tenant), the stored size of what a payload purge clears.
@@ -344,7 +359,7 @@ const emptyInput = `'{}'::jsonb`
 
 // payloads purges one batch of runs' payloads.
 func (p *pass) payloads(ctx context.Context, q store.Querier, eff Effective) (bool, error) {
-	rows, err := q.Query(ctx, payloadDue+` ORDER BY r.finished_at, r.id LIMIT $6 FOR UPDATE OF r SKIP LOCKED`,
+	rows, err := q.Query(ctx, payloadBatch,
 		p.tenant, p.now, p.s.o.Day.Seconds(), eff.Payload, eff.Run, p.s.o.Batch)
 	if err != nil {
 		return false, fmt.Errorf("select runs to purge: %w", err)

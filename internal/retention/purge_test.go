@@ -11,6 +11,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -416,4 +419,72 @@ func TestExpiredOAuthStatesPurged(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A run's cutoff is its own (workflow, then environment, then tenant
+// policy), and a pass reads only the runs old enough for the shortest
+// period any of the tenant's policies gives: a workflow's override shorter
+// than the tenant's period still purges that workflow's runs, and the
+// tenant's young runs are not read at all.
+func TestPurgeReadsOnlyRunsOldEnoughForAPolicy(t *testing.T) {
+	x := newH(t, 100)
+	x.setPolicy(retention.Input{Scope: retention.ScopeTenant, Days: retention.Days{Payload: days(30), Run: days(60)}})
+	x.setPolicy(retention.Input{Scope: retention.ScopeWorkflow, TargetID: x.wfID, Days: retention.Days{Payload: days(2)}})
+	due := x.finishedRun(3*time.Hour, run.StatusSucceeded) // Day is an hour here
+	young := x.finishedRun(time.Hour, run.StatusSucceeded)
+	for range 20 {
+		x.finishedRun(time.Minute, run.StatusSucceeded)
+	}
+	// Statistics, as autovacuum keeps them on a production database.
+	if _, err := testDB.Owner.ExecContext(context.Background(), `ANALYZE runs`); err != nil {
+		t.Fatal(err)
+	}
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		q, err := store.Raw(ctx)
+		if err != nil {
+			return err
+		}
+		for _, st := range []string{
+			`SET LOCAL enable_seqscan = off`, // tiny test tables: the plan a large table gets
+			`PREPARE due(text, timestamptz, float8, bigint, bigint, int) AS ` + retention.PayloadBatchSQL,
+		} {
+			if _, err := q.Exec(ctx, st); err != nil {
+				return err
+			}
+		}
+		// EXPLAIN takes no parameters: the values go in as literals.
+		rows, err := q.Query(ctx, fmt.Sprintf(`EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF) EXECUTE due('%s', '%s', 3600, 30, 60, 100)`,
+			x.tenant, x.clock.Now().Format(time.RFC3339Nano)))
+		if err != nil {
+			return err
+		}
+		var plan []string
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				return err
+			}
+			plan = append(plan, line)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		text := strings.Join(plan, "\n")
+		scan := regexp.MustCompile(`Index Scan using run_retention_payload on runs r \(actual rows=(\d+)`).FindStringSubmatch(text)
+		if scan == nil {
+			t.Fatalf("the selection does not scan run_retention_payload:\n%s", text)
+		}
+		if n, _ := strconv.Atoi(scan[1]); n != 1 {
+			t.Errorf("the selection read %d runs for the 1 due, of 22 finished:\n%s", n, text)
+		}
+		return nil
+	})
+	got, err := x.svc.PurgeTenant(context.Background(), x.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.PayloadRuns != 1 || !x.purged(due) || x.purged(young) {
+		t.Fatalf("pass %+v: due run purged %v, young run purged %v; want only the run past the workflow's 2 days",
+			got, x.purged(due), x.purged(young))
+	}
 }

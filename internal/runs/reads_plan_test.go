@@ -12,6 +12,41 @@ import (
 	"github.com/sluicehq/sluice/internal/store"
 )
 
+// explain returns the plan Postgres runs the statement with, executed
+// (EXPLAIN ANALYZE) with the given arguments in the transaction in ctx,
+// as a prepared statement under the plan mode given (its generic plan
+// with "force_generic_plan"). The arguments go in as SQL literals
+// (EXPLAIN takes no parameters): the callers pass plain ids and arrays.
+func explain(ctx context.Context, mode, types, query string, literals ...string) (string, error) {
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, st := range []string{
+		`SET LOCAL plan_cache_mode = ` + mode,
+		`SET LOCAL enable_seqscan = off`, // tiny test tables: the plan a large table gets
+		`PREPARE explained(` + types + `) AS ` + query,
+	} {
+		if _, err := q.Exec(ctx, st); err != nil {
+			return "", err
+		}
+	}
+	defer q.Exec(ctx, `DEALLOCATE explained`) //nolint:errcheck // the transaction ends next
+	rows, err := q.Query(ctx, `EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF) EXECUTE explained(`+strings.Join(literals, ", ")+`)`)
+	if err != nil {
+		return "", err
+	}
+	var plan []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return "", err
+		}
+		plan = append(plan, line)
+	}
+	return strings.Join(plan, "\n"), rows.Err()
+}
+
 // A claim reads the steps it needs by name. Under the cached (generic)
 // plan the state machine's statements use, that read must descend the
 // (tenant_id, run_id, step_id) index once per name, not scan every step of
@@ -25,7 +60,6 @@ func TestStepReadsDescendPerStep(t *testing.T) {
 		list = append(list, map[string]any{"id": fmt.Sprintf("s%d", i), "type": "transform", "output": "1"})
 	}
 	id := x.start(x.deploy(def("", list...)), map[string]any{})
-	want := []string{"s7", "s42"}
 	x.in(func(ctx context.Context, _ *ent.Client) error {
 		// Asked twice for one step, the read returns it once.
 		got, err := stepRows(ctx, x.tenantID, id, []string{"s42", "s7", "s42"})
@@ -40,40 +74,43 @@ func TestStepReadsDescendPerStep(t *testing.T) {
 		if !slices.Equal(names, []string{"s42", "s7"}) {
 			t.Errorf("read steps %v, want s42 and s7", names)
 		}
-		q, err := store.Raw(ctx)
+		plan, err := explain(ctx, "force_generic_plan", "text, text, text[]", stepsByIDSQL,
+			"'"+x.tenantID+"'", "'"+id+"'", "ARRAY['s7', 's42']")
 		if err != nil {
 			return err
 		}
-		if _, err := q.Exec(ctx, `SET LOCAL plan_cache_mode = force_generic_plan`); err != nil {
-			return err
+		if m := regexp.MustCompile(`Rows Removed by Filter: (\d+)`).FindStringSubmatch(plan); m != nil {
+			t.Errorf("the generic plan reads steps it was not asked for (%s rows filtered out):\n%s", m[1], plan)
 		}
-		if _, err := q.Exec(ctx, `PREPARE steps_by_id(text, text, text[]) AS `+stepsByIDSQL); err != nil {
-			return err
+		if !regexp.MustCompile(`Index Cond: .*step_id`).MatchString(plan) {
+			t.Errorf("the generic plan does not look steps up by name in the index:\n%s", plan)
 		}
-		defer q.Exec(ctx, `DEALLOCATE steps_by_id`) //nolint:errcheck // the transaction ends next
-		// EXPLAIN takes no parameters: the ids are plain letters and digits.
-		rows, err := q.Query(ctx, fmt.Sprintf(`EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF) EXECUTE steps_by_id('%s', '%s', ARRAY['%s'])`,
-			x.tenantID, id, strings.Join(want, "','")))
+		return nil
+	})
+}
+
+// The reconciler looks, every sweep, for workflow steps whose child run
+// ended without telling them. Such a step has no ready_at, so the indexes
+// the sweep's other reads use do not hold it; the check must read only
+// the steps waiting on a child (a partial index), not every step the
+// tenant ever ran.
+func TestDueChildCheckReadsOnlyWaitingChildSteps(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	wf := x.deploy(def("", map[string]any{"id": "a", "type": "transform", "output": "1"}))
+	for range 5 {
+		x.start(wf, map[string]any{})
+	}
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		plan, err := explain(ctx, "force_custom_plan", "text, timestamptz", dueChildStepsSQL, "'"+x.tenantID+"'", "now()")
 		if err != nil {
 			return err
 		}
-		var plan []string
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				return err
-			}
-			plan = append(plan, line)
+		if !strings.Contains(plan, "steprun_waiting_child") {
+			t.Errorf("the check does not read the waiting child steps' index:\n%s", plan)
 		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		text := strings.Join(plan, "\n")
-		if m := regexp.MustCompile(`Rows Removed by Filter: (\d+)`).FindStringSubmatch(text); m != nil {
-			t.Errorf("the generic plan reads steps it was not asked for (%s rows filtered out):\n%s", m[1], text)
-		}
-		if !regexp.MustCompile(`Index Cond: .*step_id`).MatchString(text) {
-			t.Errorf("the generic plan does not look steps up by name in the index:\n%s", text)
+		if m := regexp.MustCompile(`on step_runs s.*\n(?:.*\n)*?.*Rows Removed by Filter: (\d+)`).FindStringSubmatch(plan); m != nil {
+			t.Errorf("the check reads steps that are not waiting on a child (%s filtered out):\n%s", m[1], plan)
 		}
 		return nil
 	})
