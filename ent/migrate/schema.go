@@ -1839,9 +1839,9 @@ var (
 			{
 				Name:    "run_retention_tombstone",
 				Unique:  false,
-				Columns: []*schema.Column{RunsColumns[37], RunsColumns[31]},
+				Columns: []*schema.Column{RunsColumns[37], RunsColumns[23]},
 				Annotation: &entsql.IndexAnnotation{
-					Where: "payload_purged_at IS NOT NULL",
+					Where: "payload_purged_at IS NOT NULL AND finished_at IS NOT NULL",
 				},
 			},
 			{

@@ -134,9 +134,10 @@ func (Run) Indexes() []ent.Index {
 		index.Fields("tenant_id", "finished_at").StorageKey("run_retention_payload").
 			Annotations(entsql.IndexWhere("finished_at IS NOT NULL AND payload_purged_at IS NULL")),
 		// The retention purge's deletion of tombstones past runDays (rows
-		// only the purge writes).
-		index.Fields("tenant_id", "payload_purged_at").StorageKey("run_retention_tombstone").
-			Annotations(entsql.IndexWhere("payload_purged_at IS NOT NULL")),
+		// only the purge writes), oldest first, the scan bounded by the
+		// shortest runDays of the tenant's policies.
+		index.Fields("tenant_id", "finished_at").StorageKey("run_retention_tombstone").
+			Annotations(entsql.IndexWhere("payload_purged_at IS NOT NULL AND finished_at IS NOT NULL")),
 		// Concurrency keys: a key's unfinished runs (counted and released
 		// under the key's lock).
 		index.Fields("tenant_id", "workflow_id", "environment_id", "concurrency_key", "created_at").StorageKey("run_concurrency_key").

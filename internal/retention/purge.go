@@ -410,18 +410,27 @@ func (p *pass) payloads(ctx context.Context, q store.Querier, eff Effective) (bo
 	return len(ids) == p.s.o.Batch, nil
 }
 
+// tombstoneBatch deletes the next batch ($5) of tombstones past their
+// runDays: $1 tenant, $2 now, $3 day in seconds, $4 the tenant's runDays.
+// As payloadDue's, the scan of run_retention_tombstone stops at the
+// shortest runDays of the tenant's policies, not at the end of every
+// tombstone the tenant keeps.
+const tombstoneBatch = `DELETE FROM runs WHERE tenant_id = $1 AND id IN (
+		SELECT r.id FROM runs r ` + overrides + `
+		WHERE r.tenant_id = $1 AND r.payload_purged_at IS NOT NULL AND r.finished_at IS NOT NULL
+		AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 *
+			LEAST($4::bigint, (SELECT min(x.run_days) FROM retention_policies x
+				WHERE x.tenant_id = $1 AND x.scope IN ('WORKFLOW', 'ENVIRONMENT'))))
+		AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 * COALESCE(pw.run_days, pe.run_days, $4::bigint))
+		AND NOT ` + kept + `
+		ORDER BY r.finished_at, r.id LIMIT $5 FOR UPDATE OF r SKIP LOCKED)`
+
 // tombstones deletes one batch of purged runs past runDays, with their
 // steps, attempts, events and waits (foreign keys cascade). Every run
 // reaches its runDays purged (payloadDays is never longer), so only
 // tombstones are looked at.
 func (p *pass) tombstones(ctx context.Context, q store.Querier, eff Effective) (bool, error) {
-	tag, err := q.Exec(ctx, `DELETE FROM runs WHERE tenant_id = $1 AND id IN (
-		SELECT r.id FROM runs r `+overrides+`
-		WHERE r.tenant_id = $1 AND r.payload_purged_at IS NOT NULL AND r.finished_at IS NOT NULL
-		AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 * COALESCE(pw.run_days, pe.run_days, $4::bigint))
-		AND NOT `+kept+`
-		ORDER BY r.payload_purged_at, r.id LIMIT $5 FOR UPDATE OF r SKIP LOCKED)`,
-		p.tenant, p.now, p.s.o.Day.Seconds(), eff.Run, p.s.o.Batch)
+	tag, err := q.Exec(ctx, tombstoneBatch, p.tenant, p.now, p.s.o.Day.Seconds(), eff.Run, p.s.o.Batch)
 	if err != nil {
 		return false, fmt.Errorf("delete runs: %w", err)
 	}

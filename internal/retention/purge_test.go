@@ -421,6 +421,51 @@ func TestExpiredOAuthStatesPurged(t *testing.T) {
 	})
 }
 
+// planOf returns the plan of a statement executed (EXPLAIN ANALYZE) in
+// the transaction in ctx with the given arguments, as literals (EXPLAIN
+// takes no parameters), with statistics on runs as autovacuum keeps them
+// and sequential scans off (tiny test tables: the plan a large table
+// gets).
+func planOf(ctx context.Context, types, query string, literals ...string) (string, error) {
+	if _, err := testDB.Owner.ExecContext(context.Background(), `ANALYZE runs`); err != nil {
+		return "", err
+	}
+	q, err := store.Raw(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, st := range []string{`SET LOCAL enable_seqscan = off`, `PREPARE explained(` + types + `) AS ` + query} {
+		if _, err := q.Exec(ctx, st); err != nil {
+			return "", err
+		}
+	}
+	defer q.Exec(ctx, `DEALLOCATE explained`) //nolint:errcheck // the transaction ends next
+	rows, err := q.Query(ctx, `EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF) EXECUTE explained(`+strings.Join(literals, ", ")+`)`)
+	if err != nil {
+		return "", err
+	}
+	var plan []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return "", err
+		}
+		plan = append(plan, line)
+	}
+	return strings.Join(plan, "\n"), rows.Err()
+}
+
+// scanned is how many rows the plan's scan of index read, or -1 when the
+// plan does not scan it.
+func scanned(plan, index string) int {
+	m := regexp.MustCompile(`Index Scan using ` + index + ` on runs r \(actual rows=(\d+)`).FindStringSubmatch(plan)
+	if m == nil {
+		return -1
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
 // A run's cutoff is its own (workflow, then environment, then tenant
 // policy), and a pass reads only the runs old enough for the shortest
 // period any of the tenant's policies gives: a workflow's override shorter
@@ -435,47 +480,14 @@ func TestPurgeReadsOnlyRunsOldEnoughForAPolicy(t *testing.T) {
 	for range 20 {
 		x.finishedRun(time.Minute, run.StatusSucceeded)
 	}
-	// Statistics, as autovacuum keeps them on a production database.
-	if _, err := testDB.Owner.ExecContext(context.Background(), `ANALYZE runs`); err != nil {
-		t.Fatal(err)
-	}
 	x.in(func(ctx context.Context, c *ent.Client) error {
-		q, err := store.Raw(ctx)
+		plan, err := planOf(ctx, "text, timestamptz, float8, bigint, bigint, int", retention.PayloadBatchSQL,
+			"'"+x.tenant+"'", "'"+x.clock.Now().Format(time.RFC3339Nano)+"'", "3600", "30", "60", "100")
 		if err != nil {
 			return err
 		}
-		for _, st := range []string{
-			`SET LOCAL enable_seqscan = off`, // tiny test tables: the plan a large table gets
-			`PREPARE due(text, timestamptz, float8, bigint, bigint, int) AS ` + retention.PayloadBatchSQL,
-		} {
-			if _, err := q.Exec(ctx, st); err != nil {
-				return err
-			}
-		}
-		// EXPLAIN takes no parameters: the values go in as literals.
-		rows, err := q.Query(ctx, fmt.Sprintf(`EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF) EXECUTE due('%s', '%s', 3600, 30, 60, 100)`,
-			x.tenant, x.clock.Now().Format(time.RFC3339Nano)))
-		if err != nil {
-			return err
-		}
-		var plan []string
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				return err
-			}
-			plan = append(plan, line)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		text := strings.Join(plan, "\n")
-		scan := regexp.MustCompile(`Index Scan using run_retention_payload on runs r \(actual rows=(\d+)`).FindStringSubmatch(text)
-		if scan == nil {
-			t.Fatalf("the selection does not scan run_retention_payload:\n%s", text)
-		}
-		if n, _ := strconv.Atoi(scan[1]); n != 1 {
-			t.Errorf("the selection read %d runs for the 1 due, of 22 finished:\n%s", n, text)
+		if n := scanned(plan, "run_retention_payload"); n != 1 {
+			t.Errorf("the selection read %d runs for the 1 due, of 22 finished (-1: not by run_retention_payload):\n%s", n, plan)
 		}
 		return nil
 	})
@@ -487,4 +499,40 @@ func TestPurgeReadsOnlyRunsOldEnoughForAPolicy(t *testing.T) {
 		t.Fatalf("pass %+v: due run purged %v, young run purged %v; want only the run past the workflow's 2 days",
 			got, x.purged(due), x.purged(young))
 	}
+}
+
+// The same for tombstones: a workflow's shorter runDays deletes its old
+// tombstones, and the deletion reads no tombstone too young for every
+// policy.
+func TestTombstoneDeletionReadsOnlyRunsOldEnough(t *testing.T) {
+	x := newH(t, 100)
+	x.setPolicy(retention.Input{Scope: retention.ScopeTenant, Days: retention.Days{Payload: days(0), Run: days(30)}})
+	x.setPolicy(retention.Input{Scope: retention.ScopeWorkflow, TargetID: x.wfID, Days: retention.Days{Run: days(2)}})
+	old := x.finishedRun(3*time.Hour, run.StatusSucceeded)
+	young := x.finishedRun(time.Hour, run.StatusSucceeded)
+	for range 20 {
+		x.finishedRun(time.Minute, run.StatusSucceeded)
+	}
+	got, err := x.svc.PurgeTenant(context.Background(), x.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.PayloadRuns != 22 || got.RunsDeleted != 1 || !x.purged(young) {
+		t.Fatalf("pass %+v, want 22 payloads purged and the 1 tombstone past the workflow's 2 days deleted", got)
+	}
+	x.in(func(ctx context.Context, c *ent.Client) error {
+		if n := c.Run.Query().Where(run.IDIn(old, young)).CountX(ctx); n != 1 {
+			t.Errorf("%d of the old and young runs left, want the young one's tombstone", n)
+		}
+		// Nothing is due now: the deletion reads none of the 21 tombstones.
+		plan, err := planOf(ctx, "text, timestamptz, float8, bigint, int", retention.TombstoneBatchSQL,
+			"'"+x.tenant+"'", "'"+x.clock.Now().Format(time.RFC3339Nano)+"'", "3600", "30", "100")
+		if err != nil {
+			return err
+		}
+		if n := scanned(plan, "run_retention_tombstone"); n != 0 {
+			t.Errorf("the deletion read %d tombstones, none due (-1: not by run_retention_tombstone):\n%s", n, plan)
+		}
+		return nil
+	})
 }
