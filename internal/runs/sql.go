@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -164,14 +165,56 @@ var lockRunSQL = `SELECT ` + runColumns + `, (SELECT webhooks_version FROM tenan
 		` + pauseExists + `, ` + dispatchFlags + `
 		FROM runs WHERE id = $1 FOR UPDATE`
 
-// stepsByIDSQL reads the steps of a run ($1, $2) named in $3, each by its
-// own descent of the (tenant_id, run_id, step_id) index. The plain form
-// (`step_id = ANY($3)`) is planned, as a cached generic plan, as a scan of
-// the run's every step filtered by name: a claim in a run of n steps then
-// read n rows, and a run's claims n² (a 400-step chain's claim read 400
-// rows for its 2 or 3). The lateral LIMIT 1 keeps the planner from
-// flattening the lookup into that scan.
-var stepsByIDSQL = `SELECT s.* FROM (SELECT DISTINCT unnest($3::text[])) AS k(step_id)
+// stepsByID returns the statement reading the steps of a run named in
+// stepIDs, and its arguments. Each step is found by its own descent of the
+// (tenant_id, run_id, step_id) index. The plain form, `step_id = ANY($3)`,
+// was planned, as a cached generic plan, as a scan of the run's every step
+// filtered by name: a claim in a run of n steps read n rows, and a run's
+// claims n². Up to stepsByIDBranches names, the statement is one equality
+// lookup per name (UNION ALL): its cached generic plan costs what a custom
+// one does, so Postgres keeps it (an array's lookups cost more in a
+// generic plan, which assumes ten elements, than in a custom one, which
+// sees two or three, and Postgres then plans them at every execution).
+// More names, rare, take one lateral lookup per element of an array.
+func stepsByID(tenantID, runID string, stepIDs []string) (string, []any) {
+	ids := make([]string, 0, len(stepIDs))
+	for _, id := range stepIDs {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	if n := len(ids); n > 0 && n <= stepsByIDBranches {
+		args := make([]any, 0, 2+n)
+		args = append(args, tenantID, runID)
+		for _, id := range ids {
+			args = append(args, id)
+		}
+		return stepsByIDUnion[n], args
+	}
+	return stepsByIDLateral, []any{tenantID, runID, ids}
+}
+
+// stepsByIDBranches is how many names stepsByID reads with one equality
+// lookup each.
+const stepsByIDBranches = 8
+
+// stepsByIDUnion[n] reads the steps of a run ($1, $2) named in $3..$(n+2).
+var stepsByIDUnion = func() []string {
+	out := make([]string, stepsByIDBranches+1)
+	for n := 1; n <= stepsByIDBranches; n++ {
+		parts := make([]string, n)
+		for i := range n {
+			parts[i] = `SELECT ` + stepColumns + ` FROM step_runs WHERE tenant_id = $1 AND run_id = $2 AND step_id = $` + strconv.Itoa(i+3)
+		}
+		out[n] = strings.Join(parts, "\n\tUNION ALL ")
+	}
+	return out
+}()
+
+// stepsByIDLateral reads the steps of a run ($1, $2) named in the array $3
+// (without duplicates); the lateral LIMIT 1 keeps the planner from
+// flattening the lookups into a scan of the run's steps.
+const stepsByIDLateral = `SELECT s.* FROM unnest($3::text[]) AS k(step_id)
 	CROSS JOIN LATERAL (SELECT ` + stepColumns + ` FROM step_runs
 		WHERE tenant_id = $1 AND run_id = $2 AND step_id = k.step_id LIMIT 1) AS s`
 
@@ -185,7 +228,8 @@ func lockRunWithSteps(ctx context.Context, tenantID, runID string, stepIDs []str
 	}
 	b := &pgx.Batch{}
 	b.Queue(lockRunSQL, runID)
-	b.Queue(stepsByIDSQL, tenantID, runID, stepIDs)
+	query, args := stepsByID(tenantID, runID, stepIDs)
+	b.Queue(query, args...)
 	br := q.SendBatch(ctx, b)
 	var version int64
 	var f lockFlags
@@ -223,7 +267,8 @@ func stepRows(ctx context.Context, tenantID, runID string, stepIDs []string) ([]
 	if stepIDs == nil {
 		rows, err = q.Query(ctx, `SELECT `+stepColumns+` FROM step_runs WHERE tenant_id = $1 AND run_id = $2`, tenantID, runID)
 	} else {
-		rows, err = q.Query(ctx, stepsByIDSQL, tenantID, runID, stepIDs)
+		query, args := stepsByID(tenantID, runID, stepIDs)
+		rows, err = q.Query(ctx, query, args...)
 	}
 	if err != nil {
 		return nil, err
