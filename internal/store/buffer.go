@@ -98,12 +98,15 @@ func (d Driver) BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, e
 	// Nothing is sent yet: BEGIN and the tenant's settings are held, and go
 	// with the transaction's first statement (in one batch with it when it
 	// is a raw one) or not at all when it sends none.
-	generic, _ := ctx.Value(genericPlansKey{}).(bool)
-	t := &bufferedTx{ctx: ctx, conn: conn, entConn: entsql.Conn{ExecQuerier: conn}, pc: pc, named: generic}
+	t := &bufferedTx{ctx: ctx, conn: conn, entConn: entsql.Conn{ExecQuerier: conn}, pc: pc}
 	t.held = append(t.held, heldWrite{key: "begin", query: beginSQL(txOpts), rows: -1})
 	if tenant, _ := ctx.Value(beginTenantKey{}).(string); tenant != "" {
 		t.tenant = tenant
-		t.held = append(t.held, heldWrite{key: "tenant settings", query: tenantSettings, args: []any{tenant}, rows: -1})
+		settings := tenantSettings
+		if generic, _ := ctx.Value(genericPlansKey{}).(bool); generic {
+			settings = tenantOnly
+		}
+		t.held = append(t.held, heldWrite{key: "tenant settings", query: settings, args: []any{tenant}, rows: -1})
 	}
 	t.opening = len(t.held)
 	return t, nil
@@ -114,43 +117,26 @@ func (d Driver) BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, e
 type beginTenantKey struct{}
 
 // tenantSettings scopes a transaction to the tenant in $1 (see BeginTenant).
-const tenantSettings = "SELECT set_config('app.tenant_id', $1, true)"
+const tenantSettings = "SELECT set_config('app.tenant_id', $1, true), set_config('plan_cache_mode', 'force_custom_plan', true)"
+
+// tenantOnly scopes a transaction to the tenant in $1 and leaves the plan
+// mode to Postgres (GenericPlans).
+const tenantOnly = "SELECT set_config('app.tenant_id', $1, true)"
 
 type genericPlansKey struct{}
 
-// GenericPlans lets the raw statements (Raw, Hold) of the tenant
-// transactions begun with ctx be prepared statements, named by their text
-// on each connection, whose plan Postgres may cache (a generic plan)
-// instead of making one at every execution, which is most of what a
+// GenericPlans lets the tenant transactions begun with ctx use Postgres's
+// default plan mode: a prepared statement's plan may be cached (a generic
+// plan) instead of made for every execution, which is most of what a
 // statement costs Postgres on the hot path. Only for transactions whose
 // statements have one sensible plan whatever the table's size and
 // statistics, such as the run state machine's (a row by its primary key,
 // with the tenant left to row-level security: see internal/runs); a
 // statement with an explicit tenant_id = $n next to an id may be planned,
 // on a small table without statistics, as a scan of every row of the
-// tenant (BENCHMARKS.md, issue 12). Other statements are unnamed and
-// planned for their arguments at every execution (Open).
+// tenant (BENCHMARKS.md, issue 12).
 func GenericPlans(ctx context.Context) context.Context {
 	return context.WithValue(ctx, genericPlansKey{}, true)
-}
-
-// prepareNamed makes each statement of queries that has arguments a
-// prepared statement named by its text on t's connection, when t is named
-// and it is not one already: one round trip per new statement and
-// connection, none after. pgx then runs it by that name.
-func (t *bufferedTx) prepareNamed(ctx context.Context, queries ...*pgx.QueuedQuery) error {
-	if !t.named {
-		return nil
-	}
-	for _, q := range queries {
-		if len(q.Arguments) == 0 {
-			continue
-		}
-		if _, err := t.pc.Prepare(ctx, q.SQL, q.SQL); err != nil {
-			return fmt.Errorf("store: prepare: %w", err)
-		}
-	}
-	return nil
 }
 
 // beginSQL is the BEGIN statement of o.
@@ -213,10 +199,6 @@ type bufferedTx struct {
 	entConn entsql.Conn     // Ent's statements, through conn
 	pc      *pgx.Conn       // raw statements, on the same connection
 	tenant  string          // the tenant whose settings open the transaction, if any
-	// named: raw statements go as prepared statements named by their text,
-	// whose generic plans Postgres may keep (GenericPlans); otherwise every
-	// statement is an unnamed one, planned for its arguments (Open).
-	named bool
 
 	// mu guards what follows and orders sending against new writes.
 	mu      sync.Mutex
@@ -432,16 +414,12 @@ func (t *bufferedTx) flushLocked(ctx context.Context, queries ...*pgx.QueuedQuer
 	if len(held) == 0 {
 		return nil, nil
 	}
+	t.sent = true
 	b := &pgx.Batch{}
 	for _, w := range held {
 		b.Queue(w.query, w.args...)
 	}
 	b.QueuedQueries = append(b.QueuedQueries, queries...)
-	if err := t.prepareNamed(ctx, b.QueuedQueries...); err != nil {
-		t.err = err
-		return nil, err
-	}
-	t.sent = true
 	br := t.pc.SendBatch(ctx, b)
 	for i, w := range held {
 		tag, err := br.Exec()

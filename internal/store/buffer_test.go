@@ -69,7 +69,6 @@ func newFixture(t *testing.T) *fixture {
 	}
 	s := &sent{}
 	cfg.Tracer = s
-	planEveryExecution(cfg)
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(4)
 	t.Cleanup(func() { db.Close() })
@@ -564,11 +563,10 @@ func TestBrokenConnectionIsNotPooled(t *testing.T) {
 	}
 }
 
-// BeginTenant scopes the transaction to the tenant and leaves the plan mode
-// to Postgres (statements are planned per execution by being unnamed, see
-// TestOnlyGenericPlansStatementsAreNamed); nothing is sent until the first
-// statement, and a raw one takes BEGIN and the settings in its own round
-// trip. Any tenant id is bound as a parameter, never spliced into SQL.
+// BeginTenant scopes the transaction to the tenant and asks for custom
+// plans; nothing is sent until the first statement, and a raw one takes
+// BEGIN and the settings in its own round trip. Any tenant id is bound as
+// a parameter, never spliced into SQL.
 func TestBeginTenantSetsTheTenantWithBegin(t *testing.T) {
 	f := newFixture(t)
 	for _, tenant := range []string{"ten_01jd5x8k2m", "ten_o'brien"} {
@@ -589,7 +587,7 @@ func TestBeginTenantSetsTheTenantWithBegin(t *testing.T) {
 		if err := raw.QueryRow(ctx, "SELECT current_setting('app.tenant_id'), current_setting('plan_cache_mode')").Scan(&got, &mode); err != nil {
 			t.Fatal(err)
 		}
-		if got != tenant || mode != "auto" {
+		if got != tenant || mode != "force_custom_plan" {
 			t.Errorf("%s: the transaction has tenant %q and plan_cache_mode %q", tenant, got, mode)
 		}
 		if n := f.sent.roundTrips() - before; n != 1 {
@@ -651,50 +649,5 @@ func TestRawBatchCarriesWhatIsHeld(t *testing.T) {
 	}
 	if n := f.sent.roundTrips() - before; n != 1 {
 		t.Errorf("%d round trips, want 1", n)
-	}
-}
-
-// A transaction's statements are unnamed, planned for their arguments at
-// every execution, unless it is a GenericPlans one: its raw statements are
-// prepared once per connection under their text, and Postgres may keep
-// their generic plan. Only the named ones are in pg_prepared_statements.
-func TestOnlyGenericPlansStatementsAreNamed(t *testing.T) {
-	f := newFixture(t)
-	for _, c := range []struct {
-		ctx   context.Context
-		query string
-		named bool
-	}{
-		{context.Background(), "SELECT $1::int + 11", false},
-		{GenericPlans(context.Background()), "SELECT $1::int + 12", true},
-	} {
-		tx, err := BeginTenant(c.ctx, f.client, "ten_plans")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx := ent.NewTxContext(c.ctx, tx)
-		raw, err := Raw(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range 7 {
-			var got int
-			if err := raw.QueryRow(ctx, c.query, i).Scan(&got); err != nil || got != i+int(c.query[len(c.query)-2]-'0')*10+int(c.query[len(c.query)-1]-'0') {
-				t.Fatalf("%s with %d: %d %v", c.query, i, got, err)
-			}
-		}
-		var n, generic, custom int64
-		if err := raw.QueryRow(ctx, "SELECT count(*), COALESCE(sum(generic_plans), 0), COALESCE(sum(custom_plans), 0) FROM pg_prepared_statements WHERE statement = '"+c.query+"'").Scan(&n, &generic, &custom); err != nil {
-			t.Fatal(err)
-		}
-		switch {
-		case c.named && (n != 1 || generic+custom != 7 || generic == 0):
-			t.Errorf("%s in a GenericPlans transaction: %d prepared statements, %d generic and %d custom plans; want one, with a cached generic plan", c.query, n, generic, custom)
-		case !c.named && n != 0:
-			t.Errorf("%s: prepared as a named statement, want unnamed", c.query)
-		}
-		if err := tx.Rollback(); err != nil {
-			t.Fatal(err)
-		}
 	}
 }

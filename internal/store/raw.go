@@ -93,9 +93,6 @@ func (r rawTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comman
 		return pgconn.CommandTag{}, err
 	}
 	if br == nil {
-		if err := r.t.prepareNamed(ctx, &pgx.QueuedQuery{SQL: sql, Arguments: args}); err != nil {
-			return pgconn.CommandTag{}, err
-		}
 		return r.t.pc.Exec(ctx, sql, args...)
 	}
 	tag, err := br.Exec()
@@ -108,9 +105,6 @@ func (r rawTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, er
 		return nil, err
 	}
 	if br == nil {
-		if err := r.t.prepareNamed(ctx, &pgx.QueuedQuery{SQL: sql, Arguments: args}); err != nil {
-			return nil, err
-		}
 		return r.t.pc.Query(ctx, sql, args...)
 	}
 	rows, err := br.Query()
@@ -135,9 +129,6 @@ func (r rawTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 		return pgx.FailedBatchResults(b, err)
 	}
 	if br == nil {
-		if err := r.t.prepareNamed(ctx, b.QueuedQueries...); err != nil {
-			return pgx.FailedBatchResults(b, err)
-		}
 		return r.t.pc.SendBatch(ctx, b)
 	}
 	return br
