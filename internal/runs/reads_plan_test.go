@@ -138,3 +138,38 @@ func TestDueChildCheckReadsOnlyWaitingChildSteps(t *testing.T) {
 		return nil
 	})
 }
+
+// The SQL functions on the run hot path cache their queries' plans even
+// when their caller asks for custom plans (API transactions do, see
+// internal/store): they were otherwise planned again at every call, the
+// admission count at every startRun.
+func TestHotFunctionsKeepCachedPlans(t *testing.T) {
+	t.Parallel()
+	x := newH(t)
+	x.in(func(ctx context.Context, _ *ent.Client) error {
+		q, err := store.Raw(ctx)
+		if err != nil {
+			return err
+		}
+		want := []string{"sluice_admit_steps", "sluice_claim_slot", "sluice_member_roles", "sluice_release_held"}
+		rows, err := q.Query(ctx, `SELECT proname FROM pg_proc WHERE proname = ANY($1) AND 'plan_cache_mode=auto' = ANY(proconfig) ORDER BY proname`, want)
+		if err != nil {
+			return err
+		}
+		var got []string
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				return err
+			}
+			got = append(got, name)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("functions that keep cached plans: %v, want %v", got, want)
+		}
+		return nil
+	})
+}
