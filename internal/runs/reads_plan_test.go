@@ -10,7 +10,6 @@ import (
 
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/store"
-	"github.com/sluicehq/sluice/internal/tally"
 )
 
 // explain returns the plan Postgres runs the statement with, executed
@@ -173,29 +172,4 @@ func TestHotFunctionsKeepCachedPlans(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// startRun is three round trips to Postgres: the deployment and what the
-// run depends on, read with BEGIN and the tenant's setting; the run's
-// rows, written with the admission of its first steps; COMMIT.
-func TestStartRunRoundTrips(t *testing.T) {
-	t.Parallel()
-	x := newH(t)
-	wf := x.deploy(def("",
-		map[string]any{"id": "a", "type": "transform", "output": "1"},
-		map[string]any{"id": "b", "type": "transform", "needs": []any{"a"}, "output": "2"},
-		map[string]any{"id": "c", "type": "transform", "needs": []any{"b"}, "output": "3"},
-	))
-	x.start(wf, map[string]any{}) // definitions and SLA policies cached, statements prepared
-	var tl tally.Tally
-	ctx := tally.With(x.ctx, &tl)
-	if err := store.InTenant(ctx, x.e.client, func(ctx context.Context) error {
-		_, err := x.e.StartRun(ctx, StartRunInput{WorkflowID: wf, EnvironmentID: x.envID, Input: map[string]any{}})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if got := tl.RoundTrips.Load(); got != 3 {
-		t.Errorf("startRun took %d round trips to Postgres, want 3", got)
-	}
 }

@@ -11,9 +11,10 @@ import (
 	"maps"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	entsql "entgo.io/ent/dialect/sql"
 
 	"github.com/sluicehq/sluice/ent"
+	"github.com/sluicehq/sluice/ent/deployment"
 	"github.com/sluicehq/sluice/ent/run"
 	"github.com/sluicehq/sluice/ent/steprun"
 	"github.com/sluicehq/sluice/internal/access"
@@ -110,7 +111,33 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 			return nil, err
 		}
 	}
-	deps, err := startDeps(ctx, v, in.WorkflowID, in.EnvironmentID)
+	// The deployment and the tenant's sla_version (under which SLA
+	// policies are cached) in one round trip.
+	// The environment's variables version (the set the run reads), whether
+	// it is archived, and the active release of the workflow in the
+	// environment (releaseSelect) come with the same statement.
+	var deps []struct {
+		VersionID   string         `json:"version_id"`
+		SLAVersion  int64          `json:"sla_version"`
+		VarsVersion int64          `json:"vars_version"`
+		Archived    bool           `json:"archived"`
+		Release     sql.NullString `json:"release"`
+		Pause       *string        `json:"pause"`
+		RunCap      *int           `json:"run_cap"`
+		Concurrency *string        `json:"concurrency"`
+	}
+	err = c.Deployment.Query().
+		Where(deployment.WorkflowID(in.WorkflowID), deployment.EnvironmentID(in.EnvironmentID), deployment.Active(true)).
+		Modify(func(s *entsql.Selector) {
+			s.Select(s.C(deployment.FieldVersionID))
+			s.AppendSelectExprAs(entsql.Expr("(SELECT sla_version FROM tenants WHERE id = "+s.C(deployment.FieldTenantID)+")"), "sla_version")
+			s.AppendSelectExprAs(entsql.Expr("(SELECT vars_version FROM environments WHERE id = "+s.C(deployment.FieldEnvironmentID)+")"), "vars_version")
+			s.AppendSelectExprAs(entsql.Expr("(SELECT archived_at IS NOT NULL FROM environments WHERE id = "+s.C(deployment.FieldEnvironmentID)+")"), "archived")
+			s.AppendSelectExprAs(entsql.Expr(releaseSelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "release")
+			s.AppendSelectExprAs(entsql.Expr(pauseSelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "pause")
+			s.AppendSelectExprAs(entsql.Expr("(SELECT max_concurrent_runs FROM tenants WHERE id = "+s.C(deployment.FieldTenantID)+")"), "run_cap")
+			s.AppendSelectExprAs(entsql.Expr(envConcurrencySelect(s.C(deployment.FieldTenantID), s.C(deployment.FieldWorkflowID), s.C(deployment.FieldEnvironmentID))), "concurrency")
+		}).Scan(ctx, &deps)
 	if err == nil && len(deps) == 0 {
 		if _, werr := c.Workflow.Get(ctx, in.WorkflowID); ent.IsNotFound(werr) {
 			return nil, errs.NotFoundf("workflow", in.WorkflowID)
@@ -167,55 +194,6 @@ func (e *Service) StartRun(ctx context.Context, in StartRunInput) (*ent.Run, err
 		auditStart: true, slaVersion: dep.SLAVersion, varsVersion: dep.VarsVersion, runID: runID, releaseID: rt.releaseID, releaseSide: rt.side,
 		paused: pause != nil, priority: priority, runCap: capValue(dep.RunCap), runCapRead: true,
 		concurrency: override, concurrencyRead: true,
-	})
-}
-
-// startDep is what startRun reads about the workflow's active deployment
-// in the environment (startDeps).
-type startDep struct {
-	VersionID   string
-	SLAVersion  int64 // the tenant's, under which SLA policies are cached
-	VarsVersion int64 // the environment's variables version (the set the run reads)
-	Archived    bool  // the environment is archived
-	Release     sql.NullString
-	Pause       *string
-	RunCap      *int
-	Concurrency *string
-}
-
-// startDepsSQL reads the active deployment of a workflow ($2) in an
-// environment ($3) of the tenant ($1), with the tenant's sla_version and
-// run cap, the environment's variables version and whether it is archived,
-// the workflow's active release there, its pause and its concurrency
-// override: everything startRun decides on, in one statement. A caller
-// restricted to one environment ($4, an environment-scoped API key; empty
-// for others) sees no deployment of another, as through Ent's privacy
-// rules (authz.FilterTenantRule).
-var startDepsSQL = `SELECT d.version_id, (SELECT sla_version FROM tenants WHERE id = d.tenant_id),
-	(SELECT vars_version FROM environments WHERE id = d.environment_id),
-	COALESCE((SELECT archived_at IS NOT NULL FROM environments WHERE id = d.environment_id), false),
-	` + releaseSelect("d.tenant_id", "d.workflow_id", "d.environment_id") + `,
-	` + pauseSelect("d.tenant_id", "d.workflow_id", "d.environment_id") + `,
-	(SELECT max_concurrent_runs FROM tenants WHERE id = d.tenant_id),
-	` + envConcurrencySelect("d.tenant_id", "d.workflow_id", "d.environment_id") + `
-	FROM deployments d WHERE d.tenant_id = $1 AND d.workflow_id = $2 AND d.environment_id = $3 AND d.active
-		AND ($4 = '' OR d.environment_id = $4)`
-
-// startDeps runs startDepsSQL. It is raw SQL so that it goes in one round
-// trip with the transaction's BEGIN and tenant setting (store.Raw), where a
-// query through Ent costs a round trip more.
-func startDeps(ctx context.Context, v *viewer.Viewer, workflowID, environmentID string) ([]startDep, error) {
-	q, err := store.Raw(ctx)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := q.Query(ctx, startDepsSQL, v.TenantID, workflowID, environmentID, v.EnvironmentID)
-	if err != nil {
-		return nil, fmt.Errorf("read deployment: %w", err)
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (startDep, error) {
-		var d startDep
-		return d, r.Scan(&d.VersionID, &d.SLAVersion, &d.VarsVersion, &d.Archived, &d.Release, &d.Pause, &d.RunCap, &d.Concurrency)
 	})
 }
 
