@@ -2,8 +2,8 @@ package retention
 
 // PayloadBatchSQL is the purge's selection of the next runs due for a
 // payload purge, for the test of its plan.
-const PayloadBatchSQL = payloadBatch
+var PayloadBatchSQL = payloadBatch
 
 // TombstoneBatchSQL is the purge's deletion of the next tombstones past
 // their runDays, for the test of its plan.
-const TombstoneBatchSQL = tombstoneBatch
+var TombstoneBatchSQL = tombstoneBatch

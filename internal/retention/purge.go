@@ -327,18 +327,24 @@ const overrides = `LEFT JOIN retention_policies pw ON pw.tenant_id = r.tenant_id
 // run_retention_payload (tenant_id, finished_at) it stops the scan at the
 // runs too young for any policy. It selects nothing the per-run cutoff would
 // not.
-const payloadDue = `SELECT r.id FROM runs r ` + overrides + `
+var payloadDue = `SELECT r.id FROM runs r ` + overrides + `
 	WHERE r.tenant_id = $1 AND r.finished_at IS NOT NULL AND r.payload_purged_at IS NULL
 	AND r.status IN ('succeeded', 'failed', 'cancelled')
 	AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 *
-		LEAST($4::bigint, $5::bigint, (SELECT min(LEAST(x.payload_days, x.run_days)) FROM retention_policies x
-			WHERE x.tenant_id = $1 AND x.scope IN ('WORKFLOW', 'ENVIRONMENT'))))
+		LEAST($4::bigint, $5::bigint, ` + shortestOverride("LEAST(x.payload_days, x.run_days)") + `))
 	AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 *
 		LEAST(COALESCE(pw.payload_days, pe.payload_days, $4::bigint), COALESCE(pw.run_days, pe.run_days, $5::bigint)))
 	AND NOT ` + kept
 
+// shortestOverride is the shortest value of days (an expression over the
+// policy alias x) among the tenant's ($1) workflow and environment
+// policies, or NULL when it has none (LEAST ignores it).
+func shortestOverride(days string) string {
+	return `(SELECT min(` + days + `) FROM retention_policies x WHERE x.tenant_id = $1 AND x.scope IN ('WORKFLOW', 'ENVIRONMENT'))`
+}
+
 // payloadBatch locks the next batch ($6 runs) of payloadDue, oldest first.
-const payloadBatch = payloadDue + ` ORDER BY r.finished_at, r.id LIMIT $6 FOR UPDATE OF r SKIP LOCKED`
+var payloadBatch = payloadDue + ` ORDER BY r.finished_at, r.id LIMIT $6 FOR UPDATE OF r SKIP LOCKED`
 
 // payloadBytes sums, for the runs of the set expression (which uses $1 as
 // the tenant), the stored size of what a payload purge clears.
@@ -415,12 +421,10 @@ func (p *pass) payloads(ctx context.Context, q store.Querier, eff Effective) (bo
 // As payloadDue's, the scan of run_retention_tombstone stops at the
 // shortest runDays of the tenant's policies, not at the end of every
 // tombstone the tenant keeps.
-const tombstoneBatch = `DELETE FROM runs WHERE tenant_id = $1 AND id IN (
+var tombstoneBatch = `DELETE FROM runs WHERE tenant_id = $1 AND id IN (
 		SELECT r.id FROM runs r ` + overrides + `
 		WHERE r.tenant_id = $1 AND r.payload_purged_at IS NOT NULL AND r.finished_at IS NOT NULL
-		AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 *
-			LEAST($4::bigint, (SELECT min(x.run_days) FROM retention_policies x
-				WHERE x.tenant_id = $1 AND x.scope IN ('WORKFLOW', 'ENVIRONMENT'))))
+		AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 * LEAST($4::bigint, ` + shortestOverride("x.run_days") + `))
 		AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 * COALESCE(pw.run_days, pe.run_days, $4::bigint))
 		AND NOT ` + kept + `
 		ORDER BY r.finished_at, r.id LIMIT $5 FOR UPDATE OF r SKIP LOCKED)`

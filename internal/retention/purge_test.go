@@ -13,7 +13,6 @@ import (
 	"os"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -421,38 +420,13 @@ func TestExpiredOAuthStatesPurged(t *testing.T) {
 	})
 }
 
-// planOf returns the plan of a statement executed (EXPLAIN ANALYZE) in
-// the transaction in ctx with the given arguments, as literals (EXPLAIN
-// takes no parameters), with statistics on runs as autovacuum keeps them
-// and sequential scans off (tiny test tables: the plan a large table
-// gets).
+// planOf is testdb.Plan with statistics on runs, as autovacuum keeps
+// them.
 func planOf(ctx context.Context, types, query string, literals ...string) (string, error) {
 	if _, err := testDB.Owner.ExecContext(context.Background(), `ANALYZE runs`); err != nil {
 		return "", err
 	}
-	q, err := store.Raw(ctx)
-	if err != nil {
-		return "", err
-	}
-	for _, st := range []string{`SET LOCAL enable_seqscan = off`, `PREPARE explained(` + types + `) AS ` + query} {
-		if _, err := q.Exec(ctx, st); err != nil {
-			return "", err
-		}
-	}
-	defer q.Exec(ctx, `DEALLOCATE explained`) //nolint:errcheck // the transaction ends next
-	rows, err := q.Query(ctx, `EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF) EXECUTE explained(`+strings.Join(literals, ", ")+`)`)
-	if err != nil {
-		return "", err
-	}
-	var plan []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			return "", err
-		}
-		plan = append(plan, line)
-	}
-	return strings.Join(plan, "\n"), rows.Err()
+	return testdb.Plan(ctx, types, query, 0, literals...)
 }
 
 // scanned is how many rows the plan's scan of index read, or -1 when the

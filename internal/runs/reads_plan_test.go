@@ -8,50 +8,23 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/sluicehq/sluice/ent"
 	"github.com/sluicehq/sluice/internal/store"
+	"github.com/sluicehq/sluice/internal/testdb"
 )
 
-// explain returns the plan Postgres runs the statement with, executed
-// (EXPLAIN ANALYZE) with the given arguments in the transaction in ctx, as
-// a prepared statement under the plan mode given, after `runs` executions
-// (Postgres's own mode, "auto", keeps a generic plan only after five, and
-// only when it costs no more than the custom ones). The arguments go in as
-// SQL literals (EXPLAIN takes no parameters): the callers pass plain ids
-// and arrays.
+// explain is testdb.Plan under the plan mode given.
 func explain(ctx context.Context, mode string, runs int, types, query string, literals ...string) (string, error) {
 	q, err := store.Raw(ctx)
 	if err != nil {
 		return "", err
 	}
-	execute := `EXECUTE explained(` + strings.Join(literals, ", ") + `)`
-	stmts := []string{
-		`SET LOCAL plan_cache_mode = ` + mode,
-		`SET LOCAL enable_seqscan = off`, // tiny test tables: the plan a large table gets
-		`PREPARE explained(` + types + `) AS ` + query,
-	}
-	for range runs {
-		stmts = append(stmts, execute)
-	}
-	for _, st := range stmts {
-		if _, err := q.Exec(ctx, st); err != nil {
-			return "", err
-		}
-	}
-	defer q.Exec(ctx, `DEALLOCATE explained`) //nolint:errcheck // the transaction ends next
-	rows, err := q.Query(ctx, `EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF) `+execute)
-	if err != nil {
+	if _, err := q.Exec(ctx, `SET LOCAL plan_cache_mode = `+mode); err != nil {
 		return "", err
 	}
-	var plan []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			return "", err
-		}
-		plan = append(plan, line)
-	}
-	return strings.Join(plan, "\n"), rows.Err()
+	return testdb.Plan(ctx, types, query, runs, literals...)
 }
 
 // A claim reads the steps it needs by name. Under the cached (generic)
@@ -156,15 +129,8 @@ func TestHotFunctionsKeepCachedPlans(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		var got []string
-		for rows.Next() {
-			var name string
-			if err := rows.Scan(&name); err != nil {
-				return err
-			}
-			got = append(got, name)
-		}
-		if err := rows.Err(); err != nil {
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
 			return err
 		}
 		if !slices.Equal(got, want) {
