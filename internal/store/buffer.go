@@ -106,6 +106,7 @@ func (d Driver) BeginTx(ctx context.Context, opts *sql.TxOptions) (dialect.Tx, e
 		if generic, _ := ctx.Value(genericPlansKey{}).(bool); generic {
 			settings = tenantOnly
 		}
+		t.custom = settings == tenantSettings
 		t.held = append(t.held, heldWrite{key: "tenant settings", query: settings, args: []any{tenant}, rows: -1})
 	}
 	t.opening = len(t.held)
@@ -138,6 +139,78 @@ type genericPlansKey struct{}
 func GenericPlans(ctx context.Context) context.Context {
 	return context.WithValue(ctx, genericPlansKey{}, true)
 }
+
+// CachedPlans lets the statements that the transaction in ctx sends from
+// now on keep cached plans, as GenericPlans does for a transaction it
+// begins, until restore is called, which asks for custom plans again. It
+// is for API work whose statements have one sensible plan whatever the
+// tables' sizes and statistics (rows by a unique key), done often enough
+// that planning them again at every call is a large part of its cost:
+// startRun (internal/runs). A transaction that is already in Postgres's
+// default mode, or is not a tenant transaction of a store client, is left
+// as it is. Nothing is sent: the change goes with the transaction's next
+// statement (its opening settings when it has sent none yet).
+func CachedPlans(ctx context.Context) (restore func()) {
+	t, err := txFrom(ctx)
+	if err != nil {
+		return func() {}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.custom || t.conn == nil {
+		return func() {}
+	}
+	t.custom = false
+	if !t.swapOpening(tenantSettings, tenantOnly) {
+		t.holdPlanMode(cachedPlansSQL)
+	}
+	return t.customPlansAgain
+}
+
+// customPlansAgain undoes CachedPlans: the transaction's later statements
+// are planned at every execution again.
+func (t *bufferedTx) customPlansAgain() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.custom || t.conn == nil || t.err != nil {
+		return
+	}
+	t.custom = true
+	if !t.swapOpening(tenantOnly, tenantSettings) {
+		t.holdPlanMode(customPlansSQL)
+	}
+}
+
+// holdPlanMode holds a change of plan mode; one held last and unsent is
+// undone instead (the two cancel out).
+func (t *bufferedTx) holdPlanMode(query string) {
+	if n := len(t.held); n > t.opening && t.held[n-1].key == planModeKey {
+		t.held = t.held[:n-1]
+		return
+	}
+	t.held = append(t.held, heldWrite{key: planModeKey, query: query, rows: -1})
+}
+
+// swapOpening replaces the unsent opening statement from with to, and
+// reports whether there was one to replace.
+func (t *bufferedTx) swapOpening(from, to string) bool {
+	for i := range t.held[:t.opening] {
+		if t.held[i].query == from {
+			t.held[i].query = to
+			return true
+		}
+	}
+	return false
+}
+
+// The plan modes CachedPlans switches between, transaction-local, held
+// under planModeKey (a commit drops them when nothing follows).
+const (
+	planModeKey = "plan mode"
+
+	cachedPlansSQL = "SET LOCAL plan_cache_mode TO DEFAULT"
+	customPlansSQL = "SET LOCAL plan_cache_mode = force_custom_plan"
+)
 
 // beginSQL is the BEGIN statement of o.
 func beginSQL(o pgx.TxOptions) string {
@@ -199,6 +272,7 @@ type bufferedTx struct {
 	entConn entsql.Conn     // Ent's statements, through conn
 	pc      *pgx.Conn       // raw statements, on the same connection
 	tenant  string          // the tenant whose settings open the transaction, if any
+	custom  bool            // the tenant's settings ask for custom plans (not GenericPlans)
 
 	// mu guards what follows and orders sending against new writes.
 	mu      sync.Mutex
@@ -292,6 +366,10 @@ func (t *bufferedTx) Commit() error {
 	if t.conn == nil {
 		t.mu.Unlock()
 		return sql.ErrTxDone
+	}
+	// A plan mode asked for last changes nothing: no statement follows.
+	for n := len(t.held); n > t.opening && t.held[n-1].key == planModeKey; n-- {
+		t.held = t.held[:n-1]
 	}
 	if t.err == nil && !t.sent && len(t.held) == t.opening {
 		// Nothing to commit: it never began.

@@ -651,3 +651,77 @@ func TestRawBatchCarriesWhatIsHeld(t *testing.T) {
 		t.Errorf("%d round trips, want 1", n)
 	}
 }
+
+// CachedPlans switches a tenant transaction to Postgres's default plan
+// mode for the statements that follow, and restore asks for custom plans
+// again, neither costing a round trip of its own: before the transaction
+// sent anything the opening settings carry the mode; later the change goes
+// with the next statement; one asked for last, with nothing after it, is
+// not sent at all.
+func TestCachedPlansSwitchWithoutRoundTrips(t *testing.T) {
+	f := newFixture(t)
+	mode := func(ctx context.Context) string {
+		t.Helper()
+		raw, err := Raw(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m string
+		if err := raw.QueryRow(ctx, "SELECT current_setting('plan_cache_mode')").Scan(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	var server string
+	if err := f.db.QueryRowContext(context.Background(), "SELECT current_setting('plan_cache_mode')").Scan(&server); err != nil {
+		t.Fatal(err)
+	}
+
+	tx, err := BeginTenant(context.Background(), f.client, "ten_plans")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ent.NewTxContext(context.Background(), tx)
+	before := f.sent.roundTrips()
+	restore := CachedPlans(ctx)
+	if got := mode(ctx); got != server {
+		t.Errorf("after CachedPlans, before anything was sent: plan_cache_mode %q, want the server's %q", got, server)
+	}
+	restore()
+	if got := mode(ctx); got != "force_custom_plan" {
+		t.Errorf("after restore: plan_cache_mode %q, want force_custom_plan", got)
+	}
+	restore = CachedPlans(ctx)
+	if got := mode(ctx); got != server {
+		t.Errorf("after CachedPlans in a begun transaction: plan_cache_mode %q, want %q", got, server)
+	}
+	if n := f.sent.roundTrips() - before; n != 3 {
+		t.Errorf("three reads and two switches took %d round trips, want 3", n)
+	}
+	// Switched back and forth with nothing between, then back last with
+	// nothing after it: nothing to send.
+	restore()
+	CachedPlans(ctx)()
+	batched := f.sent.batched.Load()
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.sent.batched.Load() - batched; n != 0 {
+		t.Errorf("the commit sent %d held statements, want none (a last plan mode changes nothing)", n)
+	}
+
+	// A transaction begun for cached plans is left as it is.
+	tx, err = BeginTenant(GenericPlans(context.Background()), f.client, "ten_plans")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx = ent.NewTxContext(context.Background(), tx)
+	CachedPlans(ctx)()
+	if got := mode(ctx); got != server {
+		t.Errorf("a GenericPlans transaction after CachedPlans and restore: plan_cache_mode %q, want %q", got, server)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	f.inUse(t, "after the transactions")
+}
