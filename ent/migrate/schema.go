@@ -162,11 +162,6 @@ var (
 		},
 		Indexes: []*schema.Index{
 			{
-				Name:    "auditlog_tenant_id",
-				Unique:  false,
-				Columns: []*schema.Column{AuditLogsColumns[9]},
-			},
-			{
 				Name:    "auditlog_tenant_id_created_at",
 				Unique:  false,
 				Columns: []*schema.Column{AuditLogsColumns[9], AuditLogsColumns[1]},

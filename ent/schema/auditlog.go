@@ -15,7 +15,7 @@ import (
 type AuditLog struct{ ent.Schema }
 
 func (AuditLog) Mixin() []ent.Mixin {
-	return []ent.Mixin{IDMixin{Prefix: ids.AuditLog}, TenantMixin{}, CreatedMixin{}}
+	return []ent.Mixin{IDMixin{Prefix: ids.AuditLog}, TenantMixin{LedByOwnIndexes: true}, CreatedMixin{}}
 }
 
 func (AuditLog) Fields() []ent.Field {
