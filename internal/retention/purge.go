@@ -317,7 +317,7 @@ const overrides = `LEFT JOIN retention_policies pw ON pw.tenant_id = r.tenant_id
 
 // payloadDue selects the finished, unpurged runs past their payload
 // cutoff. $1 tenant, $2 now, $3 day in seconds, $4 and $5 the tenant's
-// payloadDays and runDays.
+// payloadDays and runDays, $6 the payload bound (shortestBounds).
 //
 // A run's cutoff depends on its workflow's and environment's policies, so
 // it cannot bound the index scan by itself: without more, a pass read every
@@ -326,25 +326,44 @@ const overrides = `LEFT JOIN retention_policies pw ON pw.tenant_id = r.tenant_id
 // policies gives is a bound every due run is under; as an index condition on
 // run_retention_payload (tenant_id, finished_at) it stops the scan at the
 // runs too young for any policy. It selects nothing the per-run cutoff would
-// not.
+// not. It is a parameter, computed before, so that the planner sees its
+// value (as an expression over a sub-select it was costed blind, and a
+// bitmap scan of the whole tenant's runs was sometimes chosen instead).
 var payloadDue = `SELECT r.id FROM runs r ` + overrides + `
 	WHERE r.tenant_id = $1 AND r.finished_at IS NOT NULL AND r.payload_purged_at IS NULL
 	AND r.status IN ('succeeded', 'failed', 'cancelled')
-	AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 *
-		LEAST($4::bigint, $5::bigint, ` + shortestOverride("LEAST(x.payload_days, x.run_days)") + `))
+	AND r.finished_at <= $6::timestamptz
 	AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 *
 		LEAST(COALESCE(pw.payload_days, pe.payload_days, $4::bigint), COALESCE(pw.run_days, pe.run_days, $5::bigint)))
 	AND NOT ` + kept
 
-// shortestOverride is the shortest value of days (an expression over the
-// policy alias x) among the tenant's ($1) workflow and environment
-// policies, or NULL when it has none (LEAST ignores it).
-func shortestOverride(days string) string {
-	return `(SELECT min(` + days + `) FROM retention_policies x WHERE x.tenant_id = $1 AND x.scope IN ('WORKFLOW', 'ENVIRONMENT'))`
+// shortestSQL reads the shortest runDays, and the shortest of payloadDays
+// and runDays, among the tenant's ($1) workflow and environment policies
+// (NULL when it has none).
+const shortestSQL = `SELECT min(x.run_days), min(LEAST(x.payload_days, x.run_days)) FROM retention_policies x
+	WHERE x.tenant_id = $1 AND x.scope IN ('WORKFLOW', 'ENVIRONMENT')`
+
+// shortestBounds returns the finish times under which every run due for a
+// payload purge (payload) and every tombstone due for deletion (run) is:
+// now less the shortest period the tenant's default (eff) or any of its
+// policies gives.
+func shortestBounds(ctx context.Context, q store.Querier, tenant string, now time.Time, day time.Duration, eff Effective) (payload, run time.Time, err error) {
+	var runDays, payloadDays *int64
+	if err := q.QueryRow(ctx, shortestSQL, tenant).Scan(&runDays, &payloadDays); err != nil {
+		return time.Time{}, time.Time{}, fmt.Errorf("shortest retention: %w", err)
+	}
+	r, pl := int64(eff.Run), int64(min(eff.Payload, eff.Run))
+	if runDays != nil {
+		r = min(r, *runDays)
+	}
+	if payloadDays != nil {
+		pl = min(pl, *payloadDays)
+	}
+	return now.Add(-time.Duration(pl) * day), now.Add(-time.Duration(r) * day), nil
 }
 
-// payloadBatch locks the next batch ($6 runs) of payloadDue, oldest first.
-var payloadBatch = payloadDue + ` ORDER BY r.finished_at, r.id LIMIT $6 FOR UPDATE OF r SKIP LOCKED`
+// payloadBatch locks the next batch ($7 runs) of payloadDue, oldest first.
+var payloadBatch = payloadDue + ` ORDER BY r.finished_at, r.id LIMIT $7 FOR UPDATE OF r SKIP LOCKED`
 
 // payloadBytes sums, for the runs of the set expression (which uses $1 as
 // the tenant), the stored size of what a payload purge clears.
@@ -365,8 +384,12 @@ const emptyInput = `'{}'::jsonb`
 
 // payloads purges one batch of runs' payloads.
 func (p *pass) payloads(ctx context.Context, q store.Querier, eff Effective) (bool, error) {
+	bound, _, err := shortestBounds(ctx, q, p.tenant, p.now, p.s.o.Day, eff)
+	if err != nil {
+		return false, err
+	}
 	rows, err := q.Query(ctx, payloadBatch,
-		p.tenant, p.now, p.s.o.Day.Seconds(), eff.Payload, eff.Run, p.s.o.Batch)
+		p.tenant, p.now, p.s.o.Day.Seconds(), eff.Payload, eff.Run, bound, p.s.o.Batch)
 	if err != nil {
 		return false, fmt.Errorf("select runs to purge: %w", err)
 	}
@@ -417,14 +440,14 @@ func (p *pass) payloads(ctx context.Context, q store.Querier, eff Effective) (bo
 }
 
 // tombstoneBatch deletes the next batch ($5) of tombstones past their
-// runDays: $1 tenant, $2 now, $3 day in seconds, $4 the tenant's runDays.
-// As payloadDue's, the scan of run_retention_tombstone stops at the
-// shortest runDays of the tenant's policies, not at the end of every
-// tombstone the tenant keeps.
+// runDays: $1 tenant, $2 now, $3 day in seconds, $4 the tenant's runDays,
+// $6 the tombstones' bound (shortestBounds). As payloadDue's, the scan of
+// run_retention_tombstone stops at the shortest runDays of the tenant's
+// policies, not at the end of every tombstone the tenant keeps.
 var tombstoneBatch = `DELETE FROM runs WHERE tenant_id = $1 AND id IN (
 		SELECT r.id FROM runs r ` + overrides + `
 		WHERE r.tenant_id = $1 AND r.payload_purged_at IS NOT NULL AND r.finished_at IS NOT NULL
-		AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 * LEAST($4::bigint, ` + shortestOverride("x.run_days") + `))
+		AND r.finished_at <= $6::timestamptz
 		AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 * COALESCE(pw.run_days, pe.run_days, $4::bigint))
 		AND NOT ` + kept + `
 		ORDER BY r.finished_at, r.id LIMIT $5 FOR UPDATE OF r SKIP LOCKED)`
@@ -434,7 +457,11 @@ var tombstoneBatch = `DELETE FROM runs WHERE tenant_id = $1 AND id IN (
 // reaches its runDays purged (payloadDays is never longer), so only
 // tombstones are looked at.
 func (p *pass) tombstones(ctx context.Context, q store.Querier, eff Effective) (bool, error) {
-	tag, err := q.Exec(ctx, tombstoneBatch, p.tenant, p.now, p.s.o.Day.Seconds(), eff.Run, p.s.o.Batch)
+	_, bound, err := shortestBounds(ctx, q, p.tenant, p.now, p.s.o.Day, eff)
+	if err != nil {
+		return false, err
+	}
+	tag, err := q.Exec(ctx, tombstoneBatch, p.tenant, p.now, p.s.o.Day.Seconds(), eff.Run, p.s.o.Batch, bound)
 	if err != nil {
 		return false, fmt.Errorf("delete runs: %w", err)
 	}
