@@ -7,6 +7,3 @@ var PayloadBatchSQL = payloadBatch
 // TombstoneBatchSQL is the purge's deletion of the next tombstones past
 // their runDays, for the test of its plan.
 var TombstoneBatchSQL = tombstoneBatch
-
-// ShortestBounds is shortestBounds, for the tests of the plans it bounds.
-var ShortestBounds = shortestBounds

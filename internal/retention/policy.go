@@ -155,6 +155,28 @@ func (r *Resolver) Tenant() Effective {
 	return r.base.over(daysOf(r.rows[key(ScopeTenant, "")]))
 }
 
+// Shortest is the shortest payload period (a level's payloadDays or
+// runDays, whichever is shorter) and the shortest runDays that any level
+// of the tenant gives its runs: no run finished within the last payload
+// days is due for a payload purge, and no tombstone finished within the
+// last run days is due for deletion.
+func (r *Resolver) Shortest() (payload, run int) {
+	t := r.Tenant()
+	payload, run = min(t.Payload, t.Run), t.Run
+	for _, p := range r.rows {
+		if p.Scope == ScopeTenant {
+			continue
+		}
+		if p.RunDays != nil {
+			payload, run = min(payload, *p.RunDays), min(run, *p.RunDays)
+		}
+		if p.PayloadDays != nil {
+			payload = min(payload, *p.PayloadDays)
+		}
+	}
+	return payload, run
+}
+
 // ForRun is the effective policy of a run of workflowID in environmentID:
 // the workflow's override over the environment's over the tenant's.
 func (r *Resolver) ForRun(workflowID, environmentID string) Effective {

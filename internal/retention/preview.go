@@ -59,10 +59,8 @@ func (s *Service) preview(ctx context.Context, c *ent.Client, q store.Querier, t
 	p := &Preview{At: now}
 	day := s.o.Day.Seconds()
 	set := `IN (SELECT id FROM due)`
-	bound, _, err := shortestBounds(ctx, q, tenantID, now, s.o.Day, eff)
-	if err != nil {
-		return nil, err
-	}
+	shortest, _ := r.Shortest()
+	bound := now.Add(-time.Duration(shortest) * s.o.Day)
 	err = q.QueryRow(ctx, `WITH due AS (`+payloadDue+`) SELECT (SELECT count(*) FROM due), (`+payloadBytes(set)+`)`,
 		tenantID, now, day, eff.Payload, eff.Run, bound).Scan(&p.PayloadRuns, &p.PayloadBytes)
 	if err != nil {

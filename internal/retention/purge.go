@@ -157,19 +157,22 @@ func (s *Service) PurgeTenant(ctx context.Context, tenantID string) (Counts, err
 	p := &pass{s: s, tenant: tenantID, now: s.o.Now()}
 	ctx = viewer.NewContext(ctx, &viewer.Viewer{TenantID: tenantID, Subject: Subject, System: true})
 	var eff Effective
+	var payloadBound, runBound time.Time
 	if err := store.InTenant(ctx, s.o.Client, func(ctx context.Context) error {
 		r, err := NewResolver(ctx, ent.FromContext(ctx), tenantID)
 		if err != nil {
 			return err
 		}
 		eff = r.Tenant()
+		payloadDays, runDays := r.Shortest()
+		payloadBound, runBound = p.before(payloadDays), p.before(runDays)
 		return nil
 	}); err != nil {
 		return p.c, err
 	}
-	err := p.loop(ctx, func(ctx context.Context, q store.Querier) (bool, error) { return p.payloads(ctx, q, eff) })
+	err := p.loop(ctx, func(ctx context.Context, q store.Querier) (bool, error) { return p.payloads(ctx, q, eff, payloadBound) })
 	if err == nil {
-		err = p.loop(ctx, func(ctx context.Context, q store.Querier) (bool, error) { return p.tombstones(ctx, q, eff) })
+		err = p.loop(ctx, func(ctx context.Context, q store.Querier) (bool, error) { return p.tombstones(ctx, q, eff, runBound) })
 	}
 	if err == nil {
 		err = p.loop(ctx, func(ctx context.Context, q store.Querier) (bool, error) { return p.audit(ctx, q, eff) })
@@ -186,6 +189,11 @@ func (s *Service) PurgeTenant(ctx context.Context, tenantID string) (Counts, err
 		}
 	}
 	return p.c, err
+}
+
+// before is the time days (of the service's length) before the pass's now.
+func (p *pass) before(days int) time.Time {
+	return p.now.Add(-time.Duration(days) * p.s.o.Day)
 }
 
 // loop runs batch in its own transaction until it says there is no more.
@@ -317,7 +325,7 @@ const overrides = `LEFT JOIN retention_policies pw ON pw.tenant_id = r.tenant_id
 
 // payloadDue selects the finished, unpurged runs past their payload
 // cutoff. $1 tenant, $2 now, $3 day in seconds, $4 and $5 the tenant's
-// payloadDays and runDays, $6 the payload bound (shortestBounds).
+// payloadDays and runDays, $6 the payload bound (Resolver.Shortest).
 //
 // A run's cutoff depends on its workflow's and environment's policies, so
 // it cannot bound the index scan by itself: without more, a pass read every
@@ -326,8 +334,8 @@ const overrides = `LEFT JOIN retention_policies pw ON pw.tenant_id = r.tenant_id
 // policies gives is a bound every due run is under; as an index condition on
 // run_retention_payload (tenant_id, finished_at) it stops the scan at the
 // runs too young for any policy. It selects nothing the per-run cutoff would
-// not. It is a parameter, computed before, so that the planner sees its
-// value (as an expression over a sub-select it was costed blind, and a
+// not. It is a parameter, computed from the policies the pass resolved, so
+// that the planner sees its value (as an expression over a sub-select it was costed blind, and a
 // bitmap scan of the whole tenant's runs was sometimes chosen instead).
 var payloadDue = `SELECT r.id FROM runs r ` + overrides + `
 	WHERE r.tenant_id = $1 AND r.finished_at IS NOT NULL AND r.payload_purged_at IS NULL
@@ -336,31 +344,6 @@ var payloadDue = `SELECT r.id FROM runs r ` + overrides + `
 	AND r.finished_at <= $2::timestamptz - make_interval(secs => $3::float8 *
 		LEAST(COALESCE(pw.payload_days, pe.payload_days, $4::bigint), COALESCE(pw.run_days, pe.run_days, $5::bigint)))
 	AND NOT ` + kept
-
-// shortestSQL reads the shortest runDays, and the shortest of payloadDays
-// and runDays, among the tenant's ($1) workflow and environment policies
-// (NULL when it has none).
-const shortestSQL = `SELECT min(x.run_days), min(LEAST(x.payload_days, x.run_days)) FROM retention_policies x
-	WHERE x.tenant_id = $1 AND x.scope IN ('WORKFLOW', 'ENVIRONMENT')`
-
-// shortestBounds returns the finish times under which every run due for a
-// payload purge (payload) and every tombstone due for deletion (run) is:
-// now less the shortest period the tenant's default (eff) or any of its
-// policies gives.
-func shortestBounds(ctx context.Context, q store.Querier, tenant string, now time.Time, day time.Duration, eff Effective) (payload, run time.Time, err error) {
-	var runDays, payloadDays *int64
-	if err := q.QueryRow(ctx, shortestSQL, tenant).Scan(&runDays, &payloadDays); err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("shortest retention: %w", err)
-	}
-	r, pl := int64(eff.Run), int64(min(eff.Payload, eff.Run))
-	if runDays != nil {
-		r = min(r, *runDays)
-	}
-	if payloadDays != nil {
-		pl = min(pl, *payloadDays)
-	}
-	return now.Add(-time.Duration(pl) * day), now.Add(-time.Duration(r) * day), nil
-}
 
 // payloadBatch locks the next batch ($7 runs) of payloadDue, oldest first.
 var payloadBatch = payloadDue + ` ORDER BY r.finished_at, r.id LIMIT $7 FOR UPDATE OF r SKIP LOCKED`
@@ -382,12 +365,9 @@ func payloadBytes(set string) string {
 // emptyInput is what a purged run's input becomes (the column is required).
 const emptyInput = `'{}'::jsonb`
 
-// payloads purges one batch of runs' payloads.
-func (p *pass) payloads(ctx context.Context, q store.Querier, eff Effective) (bool, error) {
-	bound, _, err := shortestBounds(ctx, q, p.tenant, p.now, p.s.o.Day, eff)
-	if err != nil {
-		return false, err
-	}
+// payloads purges one batch of runs' payloads; no run finished after bound
+// is due.
+func (p *pass) payloads(ctx context.Context, q store.Querier, eff Effective, bound time.Time) (bool, error) {
 	rows, err := q.Query(ctx, payloadBatch,
 		p.tenant, p.now, p.s.o.Day.Seconds(), eff.Payload, eff.Run, bound, p.s.o.Batch)
 	if err != nil {
@@ -441,7 +421,7 @@ func (p *pass) payloads(ctx context.Context, q store.Querier, eff Effective) (bo
 
 // tombstoneBatch deletes the next batch ($5) of tombstones past their
 // runDays: $1 tenant, $2 now, $3 day in seconds, $4 the tenant's runDays,
-// $6 the tombstones' bound (shortestBounds). As payloadDue's, the scan of
+// $6 the tombstones' bound (Resolver.Shortest). As payloadDue's, the scan of
 // run_retention_tombstone stops at the shortest runDays of the tenant's
 // policies, not at the end of every tombstone the tenant keeps.
 var tombstoneBatch = `DELETE FROM runs WHERE tenant_id = $1 AND id IN (
@@ -456,11 +436,7 @@ var tombstoneBatch = `DELETE FROM runs WHERE tenant_id = $1 AND id IN (
 // steps, attempts, events and waits (foreign keys cascade). Every run
 // reaches its runDays purged (payloadDays is never longer), so only
 // tombstones are looked at.
-func (p *pass) tombstones(ctx context.Context, q store.Querier, eff Effective) (bool, error) {
-	_, bound, err := shortestBounds(ctx, q, p.tenant, p.now, p.s.o.Day, eff)
-	if err != nil {
-		return false, err
-	}
+func (p *pass) tombstones(ctx context.Context, q store.Querier, eff Effective, bound time.Time) (bool, error) {
 	tag, err := q.Exec(ctx, tombstoneBatch, p.tenant, p.now, p.s.o.Day.Seconds(), eff.Run, p.s.o.Batch, bound)
 	if err != nil {
 		return false, fmt.Errorf("delete runs: %w", err)

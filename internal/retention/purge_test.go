@@ -429,6 +429,23 @@ func planOf(ctx context.Context, types, query string, literals ...string) (strin
 	return testdb.Plan(ctx, types, query, 0, literals...)
 }
 
+// shortest is the tenant's shortest payload and run periods
+// (Resolver.Shortest), which bound the purge's scans.
+func (x *h) shortest(ctx context.Context, c *ent.Client) (payload, run int) {
+	x.t.Helper()
+	r, err := retention.NewResolver(ctx, c, x.tenant)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	return r.Shortest()
+}
+
+// daysAgo is, as a SQL literal, the test clock's now less days (a day is
+// an hour here).
+func (x *h) daysAgo(days int) string {
+	return "'" + x.clock.Now().Add(-time.Duration(days)*time.Hour).Format(time.RFC3339Nano) + "'"
+}
+
 // scanned is how many entries the plan's scan of index read, or -1 when
 // the plan does not scan it with a bound on finished_at as an index
 // condition. A bitmap scan's count also has the entries of row versions
@@ -459,19 +476,12 @@ func TestPurgeReadsOnlyRunsOldEnoughForAPolicy(t *testing.T) {
 		x.finishedRun(time.Minute, run.StatusSucceeded)
 	}
 	x.in(func(ctx context.Context, c *ent.Client) error {
-		q, err := store.Raw(ctx)
-		if err != nil {
-			return err
-		}
-		bound, _, err := retention.ShortestBounds(ctx, q, x.tenant, x.clock.Now(), time.Hour, retention.Effective{Payload: 30, Run: 60})
-		if err != nil {
-			return err
-		}
-		if want := x.clock.Now().Add(-2 * time.Hour); !bound.Equal(want) {
-			t.Errorf("payload bound %s, want %s (the workflow's 2 days)", bound, want)
+		payload, _ := x.shortest(ctx, c)
+		if payload != 2 {
+			t.Errorf("shortest payload period %d days, want the workflow's 2", payload)
 		}
 		plan, err := planOf(ctx, "text, timestamptz, float8, bigint, bigint, timestamptz, int", retention.PayloadBatchSQL,
-			"'"+x.tenant+"'", "'"+x.clock.Now().Format(time.RFC3339Nano)+"'", "3600", "30", "60", "'"+bound.Format(time.RFC3339Nano)+"'", "100")
+			"'"+x.tenant+"'", x.daysAgo(0), "3600", "30", "60", x.daysAgo(payload), "100")
 		if err != nil {
 			return err
 		}
@@ -515,19 +525,12 @@ func TestTombstoneDeletionReadsOnlyRunsOldEnough(t *testing.T) {
 			t.Errorf("%d of the old and young runs left, want the young one's tombstone", n)
 		}
 		// Nothing is due now: the deletion reads none of the 21 tombstones.
-		q, err := store.Raw(ctx)
-		if err != nil {
-			return err
-		}
-		_, bound, err := retention.ShortestBounds(ctx, q, x.tenant, x.clock.Now(), time.Hour, retention.Effective{Payload: 0, Run: 30})
-		if err != nil {
-			return err
-		}
-		if want := x.clock.Now().Add(-2 * time.Hour); !bound.Equal(want) {
-			t.Errorf("tombstone bound %s, want %s (the workflow's 2 days)", bound, want)
+		_, runDays := x.shortest(ctx, c)
+		if runDays != 2 {
+			t.Errorf("shortest run period %d days, want the workflow's 2", runDays)
 		}
 		plan, err := planOf(ctx, "text, timestamptz, float8, bigint, int, timestamptz", retention.TombstoneBatchSQL,
-			"'"+x.tenant+"'", "'"+x.clock.Now().Format(time.RFC3339Nano)+"'", "3600", "30", "100", "'"+bound.Format(time.RFC3339Nano)+"'")
+			"'"+x.tenant+"'", x.daysAgo(0), "3600", "30", "100", x.daysAgo(runDays))
 		if err != nil {
 			return err
 		}

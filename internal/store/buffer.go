@@ -157,27 +157,32 @@ func CachedPlans(ctx context.Context) (restore func()) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.custom || t.conn == nil {
+	if !t.custom {
 		return func() {}
 	}
-	t.custom = false
-	if !t.swapOpening(tenantSettings, tenantOnly) {
-		t.holdPlanMode(cachedPlansSQL)
+	t.setCustom(false)
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		t.setCustom(true)
 	}
-	return t.customPlansAgain
 }
 
-// customPlansAgain undoes CachedPlans: the transaction's later statements
-// are planned at every execution again.
-func (t *bufferedTx) customPlansAgain() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.custom || t.conn == nil || t.err != nil {
+// setCustom switches the plan mode of the statements the transaction sends
+// next: custom plans (the tenant's settings) or cached ones (tenantOnly).
+// An unsent opening carries the mode; otherwise a change is held. t.mu is
+// held.
+func (t *bufferedTx) setCustom(custom bool) {
+	if t.custom == custom || t.conn == nil || t.err != nil {
 		return
 	}
-	t.custom = true
-	if !t.swapOpening(tenantOnly, tenantSettings) {
-		t.holdPlanMode(customPlansSQL)
+	t.custom = custom
+	from, to, change := tenantSettings, tenantOnly, cachedPlansSQL
+	if custom {
+		from, to, change = tenantOnly, tenantSettings, customPlansSQL
+	}
+	if !t.swapOpening(from, to) {
+		t.holdPlanMode(change)
 	}
 }
 
@@ -272,7 +277,7 @@ type bufferedTx struct {
 	entConn entsql.Conn     // Ent's statements, through conn
 	pc      *pgx.Conn       // raw statements, on the same connection
 	tenant  string          // the tenant whose settings open the transaction, if any
-	custom  bool            // the tenant's settings ask for custom plans (not GenericPlans)
+	custom  bool            // the statements sent next are planned at each execution (see CachedPlans)
 
 	// mu guards what follows and orders sending against new writes.
 	mu      sync.Mutex
