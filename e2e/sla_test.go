@@ -107,7 +107,7 @@ func TestSLAMinSuccessRate(t *testing.T) {
 	}
 	wf, _ := deployWorkflow(t, f, "flaky", def("/flaky"))
 	few, _ := deployWorkflow(t, f, "few", def("/few"))
-	objective := map[string]any{"minSuccessRate": map[string]any{"rate": 0.9, "window": "8s", "minRuns": 20, "severity": "ERROR"}}
+	objective := map[string]any{"minSuccessRate": map[string]any{"rate": 0.9, "window": "12s", "minRuns": 20, "severity": "ERROR"}}
 	owner.ok(mSLACreate, map[string]any{"in": map[string]any{"workflowID": wf, "objectives": objective}})
 	owner.ok(mSLACreate, map[string]any{"in": map[string]any{"workflowID": few, "objectives": objective}})
 	fail := reply{Status: 503, Body: "down"}
@@ -146,10 +146,16 @@ func TestSLAMinSuccessRate(t *testing.T) {
 		}
 		return inc != nil, fmt.Sprintf("incidents %v", list)
 	})
-	if str(inc, "objective") != "minSuccessRate" || inc["perRun"] != false || get(inc, "details.runs") != float64(30) || get(inc, "details.rate") != 0.6 {
+	// The evaluation that opened it may have come while the 30 runs were
+	// still finishing (a busy machine), so it saw between minRuns and 30 of
+	// them; whichever they were, two in five failed.
+	num := func(path string) float64 { v, _ := get(inc, path).(float64); return v }
+	n, failed, succeeded := num("details.runs"), num("details.failed"), num("details.succeeded")
+	if str(inc, "objective") != "minSuccessRate" || inc["perRun"] != false || n < 20 || n > 30 ||
+		failed+succeeded != n || num("details.rate") != succeeded/n || succeeded/n >= 0.9 {
 		t.Errorf("incident %v", inc)
 	}
-	// One more evaluation at least (the window is 8s; a busy machine delays
+	// One more evaluation at least (the window is 12s; a busy machine delays
 	// the sweep): still one incident, none for `few`.
 	eventually(t, 30*time.Second, func() (bool, string) {
 		got := get(owner.ok(qIncident, map[string]any{"id": str(inc, "id")}), "node").(map[string]any)
