@@ -103,6 +103,11 @@ func TestFairShareHoldsAndReleases(t *testing.T) {
 	if len(released) != 2 || !slices.ContainsFunc(released, func(tk tasks.Task) bool { return tk.RunID == urgent }) {
 		t.Fatalf("released %v, want the urgent run's step among them", released)
 	}
+	// Each is its run's only released transform: its delivery claims it
+	// without a look first (no sibling can have run it in a batch).
+	if slices.ContainsFunc(released, func(tk tasks.Task) bool { return tk.CheckFirst }) {
+		t.Fatalf("released %+v: a lone transform marked to check first", released)
+	}
 	if left := x.held(); len(left) != 1 || left[0].RunID == urgent {
 		t.Fatalf("held after the release: %+v, want one step, not the urgent run's", left)
 	}
@@ -122,6 +127,53 @@ func TestFairShareHoldsAndReleases(t *testing.T) {
 	}
 	if len(x.held()) != 0 {
 		t.Fatal("held steps left")
+	}
+}
+
+// TestReleasedSiblingTransformsCheckFirst: two transforms of one run held
+// and released together may run in one another's batch, so their tasks are
+// marked to look before claiming (AttemptRef.CheckFirst); both run once.
+func TestReleasedSiblingTransformsCheckFirst(t *testing.T) {
+	x := newH(t)
+	x.e.share = 2
+	wf := x.deploy(def("steps.b.output",
+		map[string]any{"id": "a", "type": "transform", "output": "1"},
+		map[string]any{"id": "b", "type": "transform", "output": "2"}))
+	first, second := x.start(wf, nil), x.start(wf, nil)
+	sent := stepTasks(x.rec.take())
+	if len(sent) != 2 || sent[0].RunID != first || sent[1].RunID != first {
+		t.Fatalf("sent %v, want the first run's two steps", sent)
+	}
+	if held := x.held(); len(held) != 2 || held[0].RunID != second || held[1].RunID != second {
+		t.Fatalf("held %+v, want the second run's two steps", held)
+	}
+	for _, tk := range sent {
+		if err := x.execute(tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := x.e.ReleaseHeld(context.Background(), x.tenantID); err != nil || n != 2 {
+		t.Fatalf("release: %d, %v", n, err)
+	}
+	released := stepTasks(x.rec.take())
+	if len(released) != 2 || !released[0].CheckFirst || !released[1].CheckFirst {
+		t.Fatalf("released %+v, want the second run's two steps, each marked to check first", released)
+	}
+	for _, tk := range released {
+		if err := x.execute(tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x.drain()
+	for _, id := range []string{first, second} {
+		if r := x.run(id); r.Status != run.StatusSucceeded {
+			t.Fatalf("run %s: %s", id, r.Status)
+		}
+		for _, step := range []string{"a", "b"} {
+			if sr := x.step(id, step); sr.Status != steprun.StatusSucceeded || sr.Attempts != 1 {
+				t.Fatalf("run %s step %s: %s after %d attempts", id, step, sr.Status, sr.Attempts)
+			}
+		}
 	}
 }
 
