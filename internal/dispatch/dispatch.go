@@ -56,6 +56,11 @@ type Releaser struct {
 	// for since the last release began, and a release in flight.
 	pending, running map[releaseKey]bool
 	sem              chan struct{} // bounds releases in flight across tenants
+
+	// now and pause are the clock and the wait of the pacing after a
+	// release that found no room (loop); tests replace them.
+	now   func() time.Time
+	pause func(time.Duration)
 }
 
 // New returns a Releaser that sweeps every sweep (if zero, a second).
@@ -67,7 +72,7 @@ func New(s Store, log *slog.Logger, sweep time.Duration) *Releaser {
 		log = slog.Default()
 	}
 	return &Releaser{store: s, log: log, sweep: sweep, pending: map[releaseKey]bool{}, running: map[releaseKey]bool{},
-		sem: make(chan struct{}, 4)}
+		sem: make(chan struct{}, 4), now: time.Now, pause: time.Sleep}
 }
 
 // releaseKey is one kind of release of one tenant.
@@ -99,18 +104,34 @@ func (r *Releaser) ask(k releaseKey) {
 }
 
 // loop runs one kind of release for one tenant until no ask is pending.
+//
+// Fair dispatch's releases are paced: a release of held steps that
+// released nothing (the tenant's queued steps still fill more than half its
+// share, or nothing is held) is followed by a pause as long as it took
+// before the next one, and the asks that arrive meanwhile make that one
+// release. Under a tenant's burst nearly every step transaction asks, and
+// without the pause most releases would find the queue still too full:
+// each is a transaction for nothing. The pause scales with the machine (a
+// release's own time), so the queue, which still holds half a share when a
+// release declines, does not run dry waiting for it.
 func (r *Releaser) loop(k releaseKey) {
 	for {
 		r.sem <- struct{}{}
+		var n int
 		var err error
+		start := r.now()
 		if k.limits {
-			_, err = r.store.ReleaseLimits(context.Background(), k.tenant)
+			n, err = r.store.ReleaseLimits(context.Background(), k.tenant)
 		} else {
-			_, err = r.store.ReleaseHeld(context.Background(), k.tenant)
+			n, err = r.store.ReleaseHeld(context.Background(), k.tenant)
 		}
+		took := r.now().Sub(start)
 		<-r.sem
 		if err != nil {
 			r.log.Warn("release held steps", "tenant_id", k.tenant, "named_limits", k.limits, "err", err)
+		}
+		if err == nil && n == 0 && !k.limits && took > 0 {
+			r.pause(min(took, maxPause))
 		}
 		r.mu.Lock()
 		again := r.pending[k]
@@ -123,6 +144,9 @@ func (r *Releaser) loop(k releaseKey) {
 		r.mu.Unlock()
 	}
 }
+
+// maxPause bounds the pacing pause after a release that found no room.
+const maxPause = 50 * time.Millisecond
 
 // Run sweeps until ctx ends: every tenant with held steps gets a release.
 func (r *Releaser) Run(ctx context.Context) {
