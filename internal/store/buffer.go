@@ -6,11 +6,14 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -361,11 +364,15 @@ func (t *bufferedTx) QueryContext(ctx context.Context, query string, args ...any
 // trip. If a held write fails (now or before), it rolls back and returns
 // that failure.
 //
-// COMMIT is a round trip of its own, after the held writes' batch: in the
-// same batch it would run before the counts could be checked. (Checking
-// them in Postgres instead, each write wrapped in a statement that fails on
-// a wrong count, was measured: the wrappers cost Postgres more planning
-// than the round trip they saved.)
+// In Postgres's default plan mode (GenericPlans, or a transaction of no
+// tenant) the held writes and COMMIT go as one batch, one round trip:
+// Postgres checks the counts, each write that must change n rows wrapped in
+// a statement that fails on another count (checkedWrite), so COMMIT never
+// runs after a wrong one. A transaction that plans every statement at each
+// execution (the API's) sends COMMIT as a round trip of its own after the
+// writes' batch and checks the counts in between: there the wrappers' plans,
+// made at every execution, cost Postgres more than the round trip they save
+// (measured, BENCHMARKS.md).
 func (t *bufferedTx) Commit() error {
 	t.mu.Lock()
 	if t.conn == nil {
@@ -383,8 +390,12 @@ func (t *bufferedTx) Commit() error {
 		t.mu.Unlock()
 		return conn.Close()
 	}
-	err := t.sendLocked(t.ctx)
-	if err == nil {
+	var err error
+	if !t.custom && t.err == nil && len(t.held) > t.opening {
+		err = t.sendWithCommitLocked(t.ctx)
+	} else if err = t.sendLocked(t.ctx); err != nil {
+		err = rolledBack{err}
+	} else {
 		err = t.commitLocked(t.ctx)
 	}
 	conn := t.conn
@@ -413,6 +424,98 @@ func (t *bufferedTx) commitLocked(ctx context.Context) error {
 		t.err = err
 	}
 	return err
+}
+
+// sendWithCommitLocked sends the held writes, each that must change a
+// number of rows checked by Postgres (checkedWrite), and COMMIT, as one
+// batch. A write that fails, or changes another number of rows, stops the
+// batch there (Postgres skips the rest, COMMIT included) and fails the
+// transaction, as in flushLocked.
+func (t *bufferedTx) sendWithCommitLocked(ctx context.Context) error {
+	held, opening := t.held, t.opening
+	t.held, t.opening = nil, 0
+	t.sent = true
+	b := &pgx.Batch{}
+	for i, w := range held {
+		q := w.query
+		if i >= opening && w.rows >= 0 {
+			q = checkedWrite(q, w.rows)
+		}
+		b.Queue(q, w.args...)
+	}
+	b.Queue("COMMIT")
+	br := t.pc.SendBatch(ctx, b)
+	for i, w := range held {
+		if _, err := br.Exec(); err != nil {
+			t.err = heldError(i, opening, len(held), w, wrongCount(err))
+			_ = br.Close()
+			return rolledBack{t.err}
+		}
+	}
+	tag, err := br.Exec()
+	if err == nil && tag.String() != "COMMIT" {
+		err = pgx.ErrTxCommitRollback
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.err = err
+	}
+	return err
+}
+
+// rolledBack is a Commit failure from before COMMIT ran (a held write
+// failed, or changed another number of rows than it must): the transaction
+// is rolled back, nothing of it written. Any other Commit failure is one
+// of COMMIT itself, after which whether it committed may be unknown.
+type rolledBack struct{ error }
+
+func (r rolledBack) Unwrap() error { return r.error }
+
+// failedBeforeCommit reports whether err, from Commit, is a rolledBack.
+func failedBeforeCommit(err error) bool {
+	var r rolledBack
+	return errors.As(err, &r)
+}
+
+// checkedWrite wraps a write (INSERT, UPDATE or DELETE without RETURNING)
+// in a statement that fails unless it changes rows rows. The failure is an
+// invalid cast of a text that says what happened (wrongCount reads it
+// back): an expression Postgres cannot fold before running the write.
+// The wrapper's text depends only on the write's and rows, so its plan is
+// cached like the write's.
+func checkedWrite(query string, rows int) string {
+	n := strconv.Itoa(rows)
+	return "WITH w AS (" + query + "\nRETURNING 1) SELECT CASE WHEN count(*) = " + n +
+		" THEN 0 ELSE ('" + wrongCountMark + "changed ' || count(*) || ' rows, want " + n + "')::int END FROM w"
+}
+
+// wrongCountMark starts the text checkedWrite's failure carries.
+const wrongCountMark = "sluice held write: "
+
+// wrongCount turns the failure of a checkedWrite on a wrong count into the
+// error flushLocked reports for one ("changed 0 rows, want 1"); other
+// errors pass unchanged.
+func wrongCount(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "22P02" /* invalid_text_representation */ {
+		return err
+	}
+	_, after, ok := strings.Cut(pgErr.Message, wrongCountMark)
+	if !ok {
+		return err
+	}
+	return errors.New(strings.TrimSuffix(after, `"`))
+}
+
+// heldError is the error of held write i of n (opening of them open the
+// transaction) failing with err.
+func heldError(i, opening, n int, w heldWrite, err error) error {
+	if i < opening {
+		return fmt.Errorf("store: %s: %w", w.key, err)
+	}
+	return fmt.Errorf("store: held write %d of %d (%s): %w: %.200s", i+1-opening, n-opening, w.key, err, w.query)
 }
 
 // Rollback drops what is held and rolls back.
@@ -509,13 +612,8 @@ func (t *bufferedTx) flushLocked(ctx context.Context, queries ...*pgx.QueuedQuer
 		if err == nil && w.rows >= 0 && tag.RowsAffected() != int64(w.rows) {
 			err = fmt.Errorf("changed %d rows, want %d", tag.RowsAffected(), w.rows)
 		}
-		if err != nil && i < opening {
-			t.err = fmt.Errorf("store: %s: %w", w.key, err)
-			_ = br.Close()
-			return nil, t.err
-		}
 		if err != nil {
-			t.err = fmt.Errorf("store: held write %d of %d (%s): %w: %.200s", i+1-opening, len(held)-opening, w.key, err, w.query)
+			t.err = heldError(i, opening, len(held), w, err)
 			_ = br.Close()
 			return nil, t.err
 		}

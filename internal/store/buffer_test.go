@@ -255,8 +255,10 @@ func TestHeldWriteCountIsChecked(t *testing.T) {
 }
 
 // A write held until the commit that changes another number of rows than
-// it must fails the commit before COMMIT is sent, and nothing is written;
-// with every count right, the writes and COMMIT take two round trips.
+// it must fails the commit before COMMIT runs, and nothing is written; with
+// every count right, the writes and COMMIT take one round trip (Postgres
+// checks the counts), or two in a transaction that plans every statement
+// at each execution (the counts are checked between them).
 func TestHeldWriteCountIsCheckedBeforeCommit(t *testing.T) {
 	f := newFixture(t)
 	ctx, tx, bt := f.begin(t)
@@ -272,21 +274,54 @@ func TestHeldWriteCountIsCheckedBeforeCommit(t *testing.T) {
 	}
 	f.inUse(t, "after a failed commit")
 
-	// When every count is right: the batch (BEGIN and the writes), then
-	// COMMIT.
+	// When every count is right: one batch (BEGIN, the writes, COMMIT).
+	// Two rows for a write that must change two, any for one that may.
 	ctx, tx, bt = f.begin(t)
-	entWrite(t, Held(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "a")
+	entWrite(t, Held(ctx, "held:1,2", 2), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2), ($3, $4)"), 1, "a", 2, "a")
 	entWrite(t, Held(ctx, "held:any", -1), bt, f.q("UPDATE held SET v = $1 WHERE id = $2"), "b", 1)
 	before = f.sent.roundTrips()
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.sent.roundTrips() - before; got != 2 {
-		t.Errorf("commit took %d round trips, want 2", got)
+	if got := f.sent.roundTrips() - before; got != 1 {
+		t.Errorf("commit took %d round trips, want 1", got)
 	}
-	if got := f.values(t, context.Background(), nil); got != "1=b" {
+	if got := f.values(t, context.Background(), nil); got != "1=b,2=a" {
 		t.Fatalf("after the commit the table holds %q", got)
 	}
+	f.inUse(t, "after a commit")
+
+	// A write that must change one row and changes two fails the same way.
+	ctx, tx, bt = f.begin(t)
+	entWrite(t, Held(ctx, "held:1", 1), bt, f.q("UPDATE held SET v = $1 WHERE id IN (1, 2)"), "c")
+	if err := tx.Commit(); err == nil || !strings.Contains(err.Error(), "held write 1 of 1 (held:1): changed 2 rows, want 1") {
+		t.Fatalf("commit with a write that changed two rows: %v", err)
+	}
+	if got := f.values(t, context.Background(), nil); got != "1=b,2=a" {
+		t.Fatalf("after the failed commit the table holds %q", got)
+	}
+
+	// A tenant transaction (custom plans at each execution): the writes'
+	// batch, checked in Go, then COMMIT.
+	tx, err = BeginTenant(context.Background(), f.client, "ten_custom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx = ent.NewTxContext(context.Background(), tx)
+	if err := Hold(ctx, "held:3", 1, f.q("INSERT INTO held (id, v) VALUES (3, 'c')")); err != nil {
+		t.Fatal(err)
+	}
+	before = f.sent.roundTrips()
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.sent.roundTrips() - before; got != 2 {
+		t.Errorf("a tenant transaction's commit took %d round trips, want 2", got)
+	}
+	if got := f.values(t, context.Background(), nil); got != "1=b,2=a,3=c" {
+		t.Fatalf("after the tenant transaction's commit the table holds %q", got)
+	}
+	f.inUse(t, "after the commits")
 }
 
 // Rollback drops held writes without sending them.

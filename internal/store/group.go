@@ -227,24 +227,20 @@ func (g *Group) runGroup(calls []*groupCall) (results []error, ok bool) {
 			return nil, false
 		}
 	}
-	// The held writes first, so that their failure (a count check) is told
-	// apart from a failure of COMMIT itself.
-	bt, err := txOf(first.ctx, tx)
-	if err == nil {
-		err = bt.send(first.ctx)
-	}
-	if err != nil {
-		_ = tx.Rollback()
-		return nil, false
-	}
-	g.units.Add(int64(len(order)))
-	g.groups.Add(1)
+	// The last caller's held writes go with COMMIT; their failure (a count
+	// check) is told apart from a failure of COMMIT itself: the group rolled
+	// back, and every caller runs again alone.
 	if err := tx.Commit(); err != nil {
+		if failedBeforeCommit(err) {
+			return nil, false
+		}
 		err = fmt.Errorf("commit: %w", err)
 		for _, i := range order {
 			results[i] = err
 		}
 	}
+	g.units.Add(int64(len(order)))
+	g.groups.Add(1)
 	return results, true
 }
 

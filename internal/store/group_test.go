@@ -98,7 +98,9 @@ func (f *groupFixture) run(t *testing.T, tenants []string, work func(i int) func
 			}()
 			// Keys in the reverse of arrival order: the group runs them sorted.
 			key := fmt.Sprintf("%03d", len(tenants)-i)
-			errs[i] = f.g.InTenant(viewer.SystemContext(context.Background(), tenant), key, work(i+1))
+			// Postgres's default plan mode, as the run state machine's
+			// transactions (the Group's callers) use.
+			errs[i] = f.g.InTenant(GenericPlans(viewer.SystemContext(context.Background(), tenant)), key, work(i+1))
 		}()
 	}
 	f.queued(t, len(tenants))
@@ -182,12 +184,26 @@ func TestGroupNeverMixesTenants(t *testing.T) {
 // One caller's failure is its own: the group rolls back and every caller
 // runs again alone; the others commit, the failing one gets its error.
 func TestGroupFailureRunsEachCallerAlone(t *testing.T) {
+	heldCount := func(f *groupFixture, saw *seen) func(ctx context.Context) error {
+		// Row 0 exists: the insert changes no row, and wanted one.
+		return func(ctx context.Context) error {
+			q, err := Raw(ctx)
+			if err != nil {
+				return err
+			}
+			if err := q.QueryRow(ctx, "SELECT txid_current()").Scan(&saw.txid); err != nil {
+				return err
+			}
+			return Hold(ctx, "held:0", 1, f.q("INSERT INTO held (id, v) VALUES (0, 'again') ON CONFLICT DO NOTHING"))
+		}
+	}
 	for _, tc := range []struct {
 		name string
+		who  int // the failing caller: 3 runs third of four, 1 last (keys are in reverse)
 		fail func(f *groupFixture, saw *seen) func(ctx context.Context) error
 		want string
 	}{
-		{"error", func(f *groupFixture, saw *seen) func(ctx context.Context) error {
+		{"error", 3, func(f *groupFixture, saw *seen) func(ctx context.Context) error {
 			return func(ctx context.Context) error {
 				if err := f.insert(3, 1, saw)(ctx); err != nil {
 					return err
@@ -195,20 +211,12 @@ func TestGroupFailureRunsEachCallerAlone(t *testing.T) {
 				return errors.New("caller 3 refuses")
 			}
 		}, "caller 3 refuses"},
-		{"held write count", func(f *groupFixture, saw *seen) func(ctx context.Context) error {
-			// Row 0 exists: the insert changes no row, and wanted one.
-			return func(ctx context.Context) error {
-				q, err := Raw(ctx)
-				if err != nil {
-					return err
-				}
-				if err := q.QueryRow(ctx, "SELECT txid_current()").Scan(&saw.txid); err != nil {
-					return err
-				}
-				return Hold(ctx, "held:0", 1, f.q("INSERT INTO held (id, v) VALUES (0, 'again') ON CONFLICT DO NOTHING"))
-			}
-		}, "changed 0 rows, want 1"},
-		{"panic", func(f *groupFixture, saw *seen) func(ctx context.Context) error {
+		// Sent with the next caller's first statement.
+		{"held write count", 3, heldCount, "changed 0 rows, want 1"},
+		// The last caller's: sent with COMMIT, checked by Postgres, so
+		// COMMIT never runs.
+		{"held write count at commit", 1, heldCount, "changed 0 rows, want 1"},
+		{"panic", 3, func(f *groupFixture, saw *seen) func(ctx context.Context) error {
 			return func(ctx context.Context) error {
 				if err := f.insert(3, 1, saw)(ctx); err != nil {
 					return err
@@ -221,15 +229,15 @@ func TestGroupFailureRunsEachCallerAlone(t *testing.T) {
 			f := newGroupFixture(t)
 			saw := make([]seen, 5)
 			_, errs := f.run(t, []string{"t1", "t1", "t1", "t1"}, func(i int) func(ctx context.Context) error {
-				if i == 3 {
+				if i == tc.who {
 					return tc.fail(f, &saw[i])
 				}
 				return f.insert(i, 1, &saw[i])
 			})
 			for i, err := range errs {
-				if i+1 == 3 {
+				if i+1 == tc.who {
 					if err == nil || !strings.Contains(err.Error(), tc.want) {
-						t.Fatalf("caller 3: %v, want %q", err, tc.want)
+						t.Fatalf("caller %d: %v, want %q", tc.who, err, tc.want)
 					}
 					continue
 				}
@@ -237,11 +245,12 @@ func TestGroupFailureRunsEachCallerAlone(t *testing.T) {
 					t.Fatalf("caller %d: %v", i+1, err)
 				}
 			}
-			if got := f.values(t, context.Background(), nil); got != "0=t0,1=t1,2=t1,4=t1" {
-				t.Fatalf("rows %q", got)
+			want := map[int]string{3: "0=t0,1=t1,2=t1,4=t1", 1: "0=t0,2=t1,3=t1,4=t1"}[tc.who]
+			if got := f.values(t, context.Background(), nil); got != want {
+				t.Fatalf("rows %q, want %q", got, want)
 			}
-			if saw[1].txid == saw[2].txid {
-				t.Fatal("callers 1 and 2 committed in one transaction after their group failed, want one each")
+			if saw[2].txid == saw[4].txid {
+				t.Fatal("callers 2 and 4 committed in one transaction after their group failed, want one each")
 			}
 			if s := f.g.Stats(); s.Groups != 0 || s.Retried != 4 {
 				t.Fatalf("stats %+v, want no group committed and 4 callers run again", s)
