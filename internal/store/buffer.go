@@ -391,7 +391,7 @@ func (t *bufferedTx) Commit() error {
 		return conn.Close()
 	}
 	var err error
-	if !t.custom && t.err == nil && len(t.held) > t.opening {
+	if !t.custom && t.err == nil && len(t.held) > t.opening && t.checkableLocked() {
 		err = t.sendWithCommitLocked(t.ctx)
 	} else if err = t.sendLocked(t.ctx); err != nil {
 		err = rolledBack{err}
@@ -479,12 +479,34 @@ func failedBeforeCommit(err error) bool {
 	return errors.As(err, &r)
 }
 
+// checkableLocked reports whether every held write that must change a
+// number of rows can be wrapped by checkedWrite: a plain INSERT, UPDATE or
+// DELETE (one led by its own WITH could not be nested in the wrapper's
+// if that WITH writes too).
+func (t *bufferedTx) checkableLocked() bool {
+	for _, w := range t.held[t.opening:] {
+		if w.rows < 0 {
+			continue
+		}
+		q := strings.TrimSpace(w.query)
+		if len(q) < 6 {
+			return false
+		}
+		switch strings.ToUpper(q[:6]) {
+		case "INSERT", "UPDATE", "DELETE":
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // checkedWrite wraps a write (INSERT, UPDATE or DELETE without RETURNING)
 // in a statement that fails unless it changes rows rows. The failure is an
 // invalid cast of a text that says what happened (wrongCount reads it
 // back): an expression Postgres cannot fold before running the write.
-// The wrapper's text depends only on the write's and rows, so its plan is
-// cached like the write's.
+// The wrapper's text depends only on the write's text and rows, so its
+// plan is cached like the write's.
 func checkedWrite(query string, rows int) string {
 	n := strconv.Itoa(rows)
 	return "WITH w AS (" + query + "\nRETURNING 1) SELECT CASE WHEN count(*) = " + n +

@@ -301,6 +301,18 @@ func TestHeldWriteCountIsCheckedBeforeCommit(t *testing.T) {
 		t.Fatalf("after the failed commit the table holds %q", got)
 	}
 
+	// A counted write led by its own WITH is not wrapped: checked in Go,
+	// then COMMIT.
+	ctx, tx, bt = f.begin(t)
+	entWrite(t, Held(ctx, "held:4", 1), bt, f.q("WITH v(id) AS (VALUES (4)) INSERT INTO held (id, v) SELECT id, 'd' FROM v"))
+	before = f.sent.roundTrips()
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.sent.roundTrips() - before; got != 2 {
+		t.Errorf("a commit after a write led by WITH took %d round trips, want 2", got)
+	}
+
 	// A tenant transaction (custom plans at each execution): the writes'
 	// batch, checked in Go, then COMMIT.
 	tx, err = BeginTenant(context.Background(), f.client, "ten_custom")
@@ -318,8 +330,8 @@ func TestHeldWriteCountIsCheckedBeforeCommit(t *testing.T) {
 	if got := f.sent.roundTrips() - before; got != 2 {
 		t.Errorf("a tenant transaction's commit took %d round trips, want 2", got)
 	}
-	if got := f.values(t, context.Background(), nil); got != "1=b,2=a,3=c" {
-		t.Fatalf("after the tenant transaction's commit the table holds %q", got)
+	if got := f.values(t, context.Background(), nil); got != "1=b,2=a,3=c,4=d" {
+		t.Fatalf("after the last commits the table holds %q", got)
 	}
 	f.inUse(t, "after the commits")
 }
