@@ -148,6 +148,11 @@ func Run(ctx context.Context, t Target, o Options) (*Report, error) {
 		// Last: it sets the tenant's payloadDays to 0.
 		{ScenarioRetention, s.retention},
 	}
+	pids := make([]int, 0, len(t.Processes))
+	for _, p := range t.Processes {
+		pids = append(pids, p.PID)
+	}
+	stopAnon := anonPeaks(ctx, pids)
 	var errs []error
 	for _, p := range phases {
 		if len(o.Only) > 0 && !slices.Contains(o.Only, p.name) {
@@ -168,6 +173,7 @@ func Run(ctx context.Context, t Target, o Options) (*Report, error) {
 	if err := s.checkRuns(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	anon := stopAnon()
 	for _, p := range t.Processes {
 		rss, err := PeakRSS(p.PID)
 		if err != nil {
@@ -175,6 +181,10 @@ func Run(ctx context.Context, t Target, o Options) (*Report, error) {
 			continue
 		}
 		s.figure("memory", "peak RSS, "+p.Name, float64(rss)/(1<<20), "MiB", nil)
+		if n, ok := anon[p.PID]; ok {
+			// Without the binary's mapped file: comparable between builds.
+			s.figure("memory", fmt.Sprintf("peak anonymous memory (RssAnon every %s), %s", anonSampleEvery, p.Name), float64(n)/(1<<20), "MiB", nil)
+		}
 	}
 	return s.report, errors.Join(errs...)
 }

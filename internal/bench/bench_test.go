@@ -125,3 +125,39 @@ func TestRatio(t *testing.T) {
 		t.Error("ratio(3, 0): want NaN")
 	}
 }
+
+// TestAnonPeaks: the sampler reports a process's anonymous memory, which
+// grows with what it holds, and skips a pid it cannot read.
+func TestAnonPeaks(t *testing.T) {
+	if _, err := anonRSS(os.Getpid()); err != nil {
+		t.Skipf("no /proc status here: %v", err)
+	}
+	before, err := anonRSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := anonPeaks(context.Background(), []int{os.Getpid(), math.MaxInt32})
+	held := make([]byte, 64<<20) // touched: resident and anonymous
+	for i := range held {
+		held[i] = 1
+	}
+	peaks := stop()
+	if held[len(held)-1] != 1 {
+		t.Fatal("unreachable")
+	}
+	if got := peaks[os.Getpid()]; got < before+60<<20 {
+		t.Errorf("peak %d MiB after holding 64 MiB more than %d MiB", got>>20, before>>20)
+	}
+	if _, ok := peaks[math.MaxInt32]; ok {
+		t.Error("a peak for a pid that does not exist")
+	}
+	if _, err := statusKB([]byte("VmHWM:\t  1024 kB\nRssAnon:\t 512 kB\n"), "RssAnon:"); err != nil {
+		t.Error(err)
+	}
+	if n, _ := statusKB([]byte("RssAnon:\t 512 kB\n"), "RssAnon:"); n != 512<<10 {
+		t.Errorf("RssAnon 512 kB read as %d bytes", n)
+	}
+	if _, err := statusKB([]byte("RssAnon: 512 MB\n"), "RssAnon:"); err == nil {
+		t.Error("a line in another unit was accepted")
+	}
+}

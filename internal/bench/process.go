@@ -2,13 +2,11 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -169,20 +167,9 @@ func PeakRSS(pid int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for line := range bytes.Lines(b) {
-		rest, ok := bytes.CutPrefix(line, []byte("VmHWM:"))
-		if !ok {
-			continue
-		}
-		f := strings.Fields(string(rest)) // "123456 kB"
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("unexpected VmHWM line %q", line)
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, err
-		}
-		return kb << 10, nil
+	n, err := statusKB(b, "VmHWM:")
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/status: %w", pid, err)
 	}
-	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+	return n, nil
 }
