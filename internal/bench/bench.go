@@ -48,7 +48,7 @@ func FullSizes() Sizes {
 	return Sizes{
 		BaselineTasks: 20000, Commits: 1000, LatencyRuns: 100, ThroughputRuns: 1000, InFlight: 200,
 		Chains: []int{40, 400}, FanOut: 1000, StartRate: 200, StartFor: 5 * time.Second,
-		Subscribers: 1000, LiveSteps: 5, LiveGates: 6, FairnessRuns: 5000, FairnessProbes: 20,
+		Subscribers: 1000, LiveSteps: 5, LiveGates: 6, FairnessRuns: 5000, FairnessProbes: 100,
 		RetentionRuns: 50000, RetentionProbe: 100, RetentionBatch: 500,
 	}
 }
