@@ -54,6 +54,23 @@ func (s *scripted) call(t *testing.T, want string, n int) {
 	s.replies <- n
 }
 
+// callUnpaused waits for the next release to begin, with no pause before
+// it, and answers it with n; why names the ask that must begin it.
+func (s *scripted) callUnpaused(t *testing.T, paused chan time.Duration, want string, n int, why string) {
+	t.Helper()
+	select {
+	case <-paused:
+		t.Fatalf("paused before %s", why)
+	case got := <-s.calls:
+		if got != want {
+			t.Fatalf("release %q began, want %q", got, want)
+		}
+		s.replies <- n
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s began no release", why)
+	}
+}
+
 // TestReleaseThatFindsNoRoomIsPaced: a release of held steps that released
 // nothing is followed by a pause as long as it took (by the Releaser's
 // clock), after which the asks that came meanwhile make a release; a
@@ -80,17 +97,7 @@ func TestReleaseThatFindsNoRoomIsPaced(t *testing.T) {
 
 	// No pause after it: the next ask begins a release at once.
 	r.Release("ten_1")
-	select {
-	case <-paused:
-		t.Fatal("paused after a release that released steps")
-	case got := <-s.calls:
-		if got != "held" {
-			t.Fatalf("release %q began, want held", got)
-		}
-		s.replies <- 2
-	case <-time.After(10 * time.Second):
-		t.Fatal("the ask after a release that released steps began no release")
-	}
+	s.callUnpaused(t, paused, "held", 2, "the ask after a release that released steps")
 }
 
 // TestNamedLimitReleasesAreNotPaced: releases for named limits, which a
@@ -102,15 +109,5 @@ func TestNamedLimitReleasesAreNotPaced(t *testing.T) {
 	r.ReleaseLimits("ten_1")
 	s.call(t, "limits", 0)
 	r.ReleaseLimits("ten_1")
-	select {
-	case <-paused:
-		t.Fatal("a named limits release was paced")
-	case got := <-s.calls:
-		if got != "limits" {
-			t.Fatalf("release %q began, want limits", got)
-		}
-		s.replies <- 0
-	case <-time.After(10 * time.Second):
-		t.Fatal("the second ask began no release")
-	}
+	s.callUnpaused(t, paused, "limits", 0, "the second named limits ask")
 }

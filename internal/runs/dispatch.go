@@ -230,23 +230,3 @@ func releasedRows(ctx context.Context, q store.Querier, now time.Time, tenantID,
 	checkFirstPerRun(ts)
 	return ts, locked, nil
 }
-
-// checkFirstPerRun keeps CheckFirst only on the released transforms of a
-// run that has another transform released with them: those may run in one
-// another's batch (runReadyTransforms), as markCheckFirst's siblings may. A
-// run's lone released transform has no sibling to run it, so its delivery
-// goes straight to its claim (the look first would be a round trip for
-// nothing on every held chain step).
-func checkFirstPerRun(ts []tasks.Task) {
-	n := map[string]int{}
-	for _, t := range ts {
-		if t.CheckFirst {
-			n[t.RunID]++
-		}
-	}
-	for i := range ts {
-		if n[ts[i].RunID] < 2 {
-			ts[i].CheckFirst = false
-		}
-	}
-}

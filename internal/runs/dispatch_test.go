@@ -89,11 +89,7 @@ func TestFairShareHoldsAndReleases(t *testing.T) {
 	if n, err := x.e.ReleaseHeld(context.Background(), x.tenantID); err != nil || n != 0 {
 		t.Fatalf("release with a full queue: %d, %v", n, err)
 	}
-	for _, tk := range sent {
-		if err := x.execute(tk); err != nil {
-			t.Fatal(err)
-		}
-	}
+	x.executeAll(sent)
 	// The queue is empty: two are released, the urgent run's first.
 	n, err := x.e.ReleaseHeld(context.Background(), x.tenantID)
 	if err != nil || n != 2 {
@@ -111,11 +107,7 @@ func TestFairShareHoldsAndReleases(t *testing.T) {
 	if left := x.held(); len(left) != 1 || left[0].RunID == urgent {
 		t.Fatalf("held after the release: %+v, want one step, not the urgent run's", left)
 	}
-	for _, tk := range released {
-		if err := x.execute(tk); err != nil {
-			t.Fatal(err)
-		}
-	}
+	x.executeAll(released)
 	if n, err := x.e.ReleaseHeld(context.Background(), x.tenantID); err != nil || n != 1 {
 		t.Fatalf("last release: %d, %v", n, err)
 	}
@@ -147,11 +139,7 @@ func TestReleasedSiblingTransformsCheckFirst(t *testing.T) {
 	if held := x.held(); len(held) != 2 || held[0].RunID != second || held[1].RunID != second {
 		t.Fatalf("held %+v, want the second run's two steps", held)
 	}
-	for _, tk := range sent {
-		if err := x.execute(tk); err != nil {
-			t.Fatal(err)
-		}
-	}
+	x.executeAll(sent)
 	if n, err := x.e.ReleaseHeld(context.Background(), x.tenantID); err != nil || n != 2 {
 		t.Fatalf("release: %d, %v", n, err)
 	}
@@ -159,11 +147,7 @@ func TestReleasedSiblingTransformsCheckFirst(t *testing.T) {
 	if len(released) != 2 || !released[0].CheckFirst || !released[1].CheckFirst {
 		t.Fatalf("released %+v, want the second run's two steps, each marked to check first", released)
 	}
-	for _, tk := range released {
-		if err := x.execute(tk); err != nil {
-			t.Fatal(err)
-		}
-	}
+	x.executeAll(released)
 	x.drain()
 	for _, id := range []string{first, second} {
 		if r := x.run(id); r.Status != run.StatusSucceeded {

@@ -194,6 +194,16 @@ func (x *h) execute(t tasks.Task) error {
 	return x.e.ExecuteChain(context.Background(), t.TenantID, AttemptRef{RunID: t.RunID, StepID: t.StepID, ID: t.ID, CheckFirst: t.CheckFirst})
 }
 
+// executeAll delivers each task in ts (execute); an error fails the test.
+func (x *h) executeAll(ts []tasks.Task) {
+	x.t.Helper()
+	for _, t := range ts {
+		if err := x.execute(t); err != nil {
+			x.t.Fatalf("execute %s/%s: %v", t.StepID, t.ID, err)
+		}
+	}
+}
+
 // drain delivers every dispatched step task, and those they dispatch, until
 // none is left; it returns the other tasks (approval timeouts...).
 func (x *h) drain() []tasks.Task {

@@ -342,7 +342,7 @@ func (s *runState) flush(ctx context.Context) error {
 		return err
 	}
 	s.askRelease(ctx)
-	markCheckFirst(s.tasks)
+	checkFirstPerRun(s.tasks)
 	// After-commit work runs last registered first (store.AfterCommit wraps
 	// Ent's commit hooks): the tasks are registered last so that a worker
 	// is woken before subscribers are told and metrics recorded, which
@@ -555,21 +555,24 @@ func sum(counts map[string]int) int {
 	return n
 }
 
-// markCheckFirst keeps the CheckFirst hint only on a flush's transform tasks that
-// have siblings (two or more): a lone transform cannot have been run by
-// another delivery's batch, so its delivery need not look first.
-func markCheckFirst(tasks []tasks.Task) {
-	n := 0
+// checkFirstPerRun keeps the CheckFirst hint only on transform tasks whose
+// run has another transform task among tasks (a flush's steps made ready
+// together, or steps released together): those may run in one another's
+// batch (runReadyTransforms). A run's lone transform cannot have been run
+// by another delivery's batch, so its delivery goes straight to its claim
+// (a look first would be a round trip for nothing, e.g. on every held
+// chain step).
+func checkFirstPerRun(tasks []tasks.Task) {
+	n := map[string]int{}
 	for _, t := range tasks {
 		if t.CheckFirst {
-			n++
+			n[t.RunID]++
 		}
 	}
-	if n >= 2 {
-		return
-	}
 	for i := range tasks {
-		tasks[i].CheckFirst = false
+		if n[tasks[i].RunID] < 2 {
+			tasks[i].CheckFirst = false
+		}
 	}
 }
 

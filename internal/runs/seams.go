@@ -40,7 +40,7 @@ type Outbox interface {
 }
 
 // stepTask is the task that wakes a worker for a step's attempt. A
-// transform's task is marked CheckFirst; markCheckFirst keeps the mark only
+// transform's task is marked CheckFirst; checkFirstPerRun keeps the mark only
 // where another delivery's batch can have run the step (runReadyTransforms).
 func stepTask(tenantID, runID, stepID, stepType, attemptID string, at time.Time) tasks.Task {
 	return tasks.Task{Kind: tasks.KindStep, TenantID: tenantID, RunID: runID, StepID: stepID, ID: attemptID, At: at,

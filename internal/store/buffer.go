@@ -428,29 +428,13 @@ func (t *bufferedTx) commitLocked(ctx context.Context) error {
 
 // sendWithCommitLocked sends the held writes, each that must change a
 // number of rows checked by Postgres (checkedWrite), and COMMIT, as one
-// batch. A write that fails, or changes another number of rows, stops the
-// batch there (Postgres skips the rest, COMMIT included) and fails the
-// transaction, as in flushLocked.
+// batch (flushLocked). A write that fails, or changes another number of
+// rows, stops the batch there (Postgres skips the rest, COMMIT included)
+// and fails the transaction.
 func (t *bufferedTx) sendWithCommitLocked(ctx context.Context) error {
-	held, opening := t.held, t.opening
-	t.held, t.opening = nil, 0
-	t.sent = true
-	b := &pgx.Batch{}
-	for i, w := range held {
-		q := w.query
-		if i >= opening && w.rows >= 0 {
-			q = checkedWrite(q, w.rows)
-		}
-		b.Queue(q, w.args...)
-	}
-	b.Queue("COMMIT")
-	br := t.pc.SendBatch(ctx, b)
-	for i, w := range held {
-		if _, err := br.Exec(); err != nil {
-			t.err = heldError(i, opening, len(held), w, wrongCount(err))
-			_ = br.Close()
-			return rolledBack{t.err}
-		}
+	br, err := t.flushLocked(ctx, true)
+	if err != nil {
+		return rolledBack{err}
 	}
 	tag, err := br.Exec()
 	if err == nil && tag.String() != "COMMIT" {
@@ -586,7 +570,7 @@ func (t *bufferedTx) send(ctx context.Context) error {
 // sendLocked runs the held writes as one batch and checks each one's count.
 // A failure fails the transaction.
 func (t *bufferedTx) sendLocked(ctx context.Context) error {
-	br, err := t.flushLocked(ctx)
+	br, err := t.flushLocked(ctx, false)
 	if br != nil {
 		err = br.Close()
 		if err != nil {
@@ -604,13 +588,16 @@ func (t *bufferedTx) sendLocked(ctx context.Context) error {
 func (t *bufferedTx) sendBefore(ctx context.Context, queries ...*pgx.QueuedQuery) (pgx.BatchResults, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.flushLocked(ctx, queries...)
+	return t.flushLocked(ctx, false, queries...)
 }
 
 // flushLocked sends the held writes as one batch and checks each one's
 // result; then queries, whose results are left to the caller in the
-// returned batch results (nil when nothing was sent).
-func (t *bufferedTx) flushLocked(ctx context.Context, queries ...*pgx.QueuedQuery) (pgx.BatchResults, error) {
+// returned batch results (nil when nothing was sent). With commit, the
+// batch ends with COMMIT instead of queries, and the writes that must
+// change a number of rows are checked by Postgres (checkedWrite): COMMIT's
+// result is the next one in the returned batch results.
+func (t *bufferedTx) flushLocked(ctx context.Context, commit bool, queries ...*pgx.QueuedQuery) (pgx.BatchResults, error) {
 	if t.err != nil {
 		return nil, t.err
 	}
@@ -624,18 +611,25 @@ func (t *bufferedTx) flushLocked(ctx context.Context, queries ...*pgx.QueuedQuer
 	}
 	t.sent = true
 	b := &pgx.Batch{}
-	for _, w := range held {
-		b.Queue(w.query, w.args...)
+	for i, w := range held {
+		q := w.query
+		if commit && i >= opening && w.rows >= 0 {
+			q = checkedWrite(q, w.rows)
+		}
+		b.Queue(q, w.args...)
+	}
+	if commit {
+		b.Queue("COMMIT")
 	}
 	b.QueuedQueries = append(b.QueuedQueries, queries...)
 	br := t.pc.SendBatch(ctx, b)
 	for i, w := range held {
 		tag, err := br.Exec()
-		if err == nil && w.rows >= 0 && tag.RowsAffected() != int64(w.rows) {
+		if err == nil && !commit && w.rows >= 0 && tag.RowsAffected() != int64(w.rows) {
 			err = fmt.Errorf("changed %d rows, want %d", tag.RowsAffected(), w.rows)
 		}
 		if err != nil {
-			t.err = heldError(i, opening, len(held), w, err)
+			t.err = heldError(i, opening, len(held), w, wrongCount(err))
 			_ = br.Close()
 			return nil, t.err
 		}

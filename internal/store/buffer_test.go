@@ -264,7 +264,6 @@ func TestHeldWriteCountIsCheckedBeforeCommit(t *testing.T) {
 	ctx, tx, bt := f.begin(t)
 	entWrite(t, Held(ctx, "held:1", 1), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2)"), 1, "a")
 	entWrite(t, Held(ctx, "held:8", 1), bt, f.q("UPDATE held SET v = $1 WHERE id = $2 /* the wrong one */"), "x", 8)
-	before := f.sent.roundTrips()
 	err := tx.Commit()
 	if err == nil || !strings.Contains(err.Error(), "held write 2 of 2 (held:8): changed 0 rows, want 1") {
 		t.Fatalf("commit with a write that changed nothing: %v", err)
@@ -279,13 +278,7 @@ func TestHeldWriteCountIsCheckedBeforeCommit(t *testing.T) {
 	ctx, tx, bt = f.begin(t)
 	entWrite(t, Held(ctx, "held:1,2", 2), bt, f.q("INSERT INTO held (id, v) VALUES ($1, $2), ($3, $4)"), 1, "a", 2, "a")
 	entWrite(t, Held(ctx, "held:any", -1), bt, f.q("UPDATE held SET v = $1 WHERE id = $2"), "b", 1)
-	before = f.sent.roundTrips()
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	if got := f.sent.roundTrips() - before; got != 1 {
-		t.Errorf("commit took %d round trips, want 1", got)
-	}
+	f.commitTakes(t, tx, 1, "commit")
 	if got := f.values(t, context.Background(), nil); got != "1=b,2=a" {
 		t.Fatalf("after the commit the table holds %q", got)
 	}
@@ -305,13 +298,7 @@ func TestHeldWriteCountIsCheckedBeforeCommit(t *testing.T) {
 	// then COMMIT.
 	ctx, tx, bt = f.begin(t)
 	entWrite(t, Held(ctx, "held:4", 1), bt, f.q("WITH v(id) AS (VALUES (4)) INSERT INTO held (id, v) SELECT id, 'd' FROM v"))
-	before = f.sent.roundTrips()
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	if got := f.sent.roundTrips() - before; got != 2 {
-		t.Errorf("a commit after a write led by WITH took %d round trips, want 2", got)
-	}
+	f.commitTakes(t, tx, 2, "a commit after a write led by WITH")
 
 	// A tenant transaction (custom plans at each execution): the writes'
 	// batch, checked in Go, then COMMIT.
@@ -323,17 +310,24 @@ func TestHeldWriteCountIsCheckedBeforeCommit(t *testing.T) {
 	if err := Hold(ctx, "held:3", 1, f.q("INSERT INTO held (id, v) VALUES (3, 'c')")); err != nil {
 		t.Fatal(err)
 	}
-	before = f.sent.roundTrips()
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	if got := f.sent.roundTrips() - before; got != 2 {
-		t.Errorf("a tenant transaction's commit took %d round trips, want 2", got)
-	}
+	f.commitTakes(t, tx, 2, "a tenant transaction's commit")
 	if got := f.values(t, context.Background(), nil); got != "1=b,2=a,3=c,4=d" {
 		t.Fatalf("after the last commits the table holds %q", got)
 	}
 	f.inUse(t, "after the commits")
+}
+
+// commitTakes commits tx, which must succeed in want round trips; what
+// names the case in the error.
+func (f *fixture) commitTakes(t *testing.T, tx *ent.Tx, want int64, what string) {
+	t.Helper()
+	before := f.sent.roundTrips()
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.sent.roundTrips() - before; got != want {
+		t.Errorf("%s took %d round trips, want %d", what, got, want)
+	}
 }
 
 // Rollback drops held writes without sending them.
